@@ -1,0 +1,268 @@
+//! Address parsing shared by every subcommand: `:9001`, `host:port`, `[::1]:9001`, `http://…`, `https://…`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// How lbx talks to a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP/1.1.
+    Http,
+    /// HTTP over TLS (rustls).
+    Https,
+}
+
+impl Scheme {
+    /// The scheme as it appears in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// A parsed target: the one address type used by `balance`, `check` and `bench`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Protocol to speak.
+    pub scheme: Scheme,
+    /// Host name or IP literal, without IPv6 brackets.
+    pub host: String,
+    /// TCP port, never 0.
+    pub port: u16,
+    /// The IP when `host` is a literal, so connecting needs no resolver.
+    pub ip: Option<IpAddr>,
+    /// `host:port` as sent in `Host` headers (IPv6 in brackets).
+    pub authority: String,
+}
+
+impl Target {
+    /// Parses one address as users write it. The error names the bad item.
+    pub fn parse(input: &str) -> Result<Target, String> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err("empty address".into());
+        }
+        let (scheme, rest) = match s.split_once("://") {
+            Some((sch, rest)) => match sch.to_ascii_lowercase().as_str() {
+                "http" => (Scheme::Http, rest),
+                "https" => (Scheme::Https, rest),
+                other => {
+                    return Err(format!(
+                        "unsupported scheme '{other}' in '{input}' (use http:// or https://)"
+                    ))
+                }
+            },
+            None => (Scheme::Http, s),
+        };
+        // A trailing slash is tolerated; any other path is not an address.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+            return Err(format!(
+                "'{input}' has a path; give only [scheme://]host:port"
+            ));
+        }
+        if rest.contains('@') {
+            return Err(format!(
+                "'{input}': credentials in addresses are not supported"
+            ));
+        }
+        let (host, port) = split_host_port(rest).map_err(|e| format!("'{input}': {e}"))?;
+        let port = match port {
+            Some(p) => p,
+            None if s.contains("://") => match scheme {
+                Scheme::Http => 80,
+                Scheme::Https => 443,
+            },
+            None => {
+                return Err(format!(
+                    "'{input}': missing port (expected host:port or :port)"
+                ))
+            }
+        };
+        if port == 0 {
+            return Err(format!("'{input}': port 0 is not a valid target port"));
+        }
+        let host = if host.is_empty() {
+            Ipv4Addr::LOCALHOST.to_string()
+        } else {
+            host.to_string()
+        };
+        let ip = host.parse::<IpAddr>().ok();
+        if ip.is_none() && !valid_hostname(&host) {
+            return Err(format!(
+                "'{input}': '{host}' is not a valid host name or IP address"
+            ));
+        }
+        let authority = match ip {
+            Some(IpAddr::V6(_)) => format!("[{host}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
+        Ok(Target {
+            scheme,
+            host,
+            port,
+            ip,
+            authority,
+        })
+    }
+
+    /// The socket address when the host is an IP literal.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.ip.map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// True for `https://` targets.
+    pub fn is_tls(&self) -> bool {
+        self.scheme == Scheme::Https
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scheme {
+            Scheme::Http => f.write_str(&self.authority),
+            Scheme::Https => write!(f, "https://{}", self.authority),
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::parse(s)
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`, `:port` or a bare host.
+fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in IPv6 address".to_string())?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("'{host}' is not an IPv6 address"));
+        }
+        return match after {
+            "" => Ok((host, None)),
+            p => match p.strip_prefix(':') {
+                Some(p) => Ok((host, Some(parse_port(p)?))),
+                None => Err(format!("unexpected '{p}' after IPv6 address")),
+            },
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => {
+            Err("IPv6 addresses need brackets, e.g. [::1]:9001".into())
+        }
+        Some((host, port)) => Ok((host, Some(parse_port(port)?))),
+        None => Ok((s, None)),
+    }
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{p}' is not a port number"));
+    }
+    p.parse::<u16>()
+        .map_err(|_| format!("port {p} is out of range (1-65535)"))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+        })
+}
+
+/// Parses a listen port or an inclusive range like `9001-9003` (used by `serve -p`).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (s, s),
+    };
+    let num = |p: &str| -> Result<u16, String> {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("'{s}' is not a port or a range like 9001-9003"))
+    };
+    let (lo, hi) = (num(a)?, num(b)?);
+    if lo > hi {
+        return Err(format!("'{s}': range start is above its end"));
+    }
+    if lo == 0 && hi != 0 {
+        return Err(format!("'{s}': a range cannot start at port 0"));
+    }
+    if hi - lo >= 1024 {
+        return Err(format!("'{s}': at most 1024 ports in one range"));
+    }
+    Ok((lo, hi))
+}
+
+/// Parses a listen host (`--host`): an IP literal, `localhost`, or `[v6]`.
+pub fn parse_listen_host(s: &str) -> Result<IpAddr, String> {
+    let t = s.trim().trim_start_matches('[').trim_end_matches(']');
+    if t.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    t.parse::<IpAddr>()
+        .map_err(|_| format!("'{s}' is not an IP address to listen on"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let t = Target::parse(":9001").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.scheme),
+            ("127.0.0.1", 9001, Scheme::Http)
+        );
+        assert_eq!(t.to_string(), "127.0.0.1:9001");
+        let t = Target::parse("[::1]:9001").unwrap();
+        assert_eq!(t.authority, "[::1]:9001");
+        assert!(t.ip.is_some());
+        let t = Target::parse("https://example.com").unwrap();
+        assert_eq!((t.port, t.is_tls()), (443, true));
+        assert_eq!(t.to_string(), "https://example.com:443");
+        let t = Target::parse("http://localhost:8080/").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.ip), ("localhost", 8080, None));
+    }
+
+    #[test]
+    fn errors_name_the_item() {
+        for bad in [
+            "",
+            "9001",
+            ":0",
+            ":99999",
+            "ftp://x:1",
+            "::1:80",
+            "a b:1",
+            "h:/x",
+            "x:1/path",
+            "[::1",
+        ] {
+            let e = Target::parse(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert!(Target::parse(":abc").unwrap_err().contains("abc"));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_port_range("9001-9003"), Ok((9001, 9003)));
+        assert_eq!(parse_port_range("0"), Ok((0, 0)));
+        assert!(parse_port_range("9003-9001").is_err());
+        assert!(parse_port_range("x").is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! The one HTTP client setup: dialing (TCP or TLS through rustls) with per-phase timings, and the
+//! HTTP/1.1 handshake. `balance`, `bench`, `check` and the prober all connect through [`Dialer`].
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::Body;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::addr::Target;
+
+/// The `User-Agent` lbx sends on requests it makes itself.
+pub const USER_AGENT: &str = concat!("lbx/", env!("CARGO_PKG_VERSION"));
+
+/// Why a request or connection failed, as reported to users (bench errors, check output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// Nothing listens on the port.
+    ConnectionRefused,
+    /// The TCP (or TLS) connection did not complete in time.
+    ConnectTimeout,
+    /// The host name did not resolve.
+    Dns,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// Another failure while connecting (unreachable, too many open files, ...).
+    Connect,
+    /// No complete response in time.
+    RequestTimeout,
+    /// The peer closed or reset the connection mid-exchange.
+    Reset,
+    /// The peer broke HTTP (malformed response, bad framing).
+    Protocol,
+}
+
+impl ErrorKind {
+    /// A short, stable name used in reports and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectionRefused => "connection refused",
+            ErrorKind::ConnectTimeout => "connect timeout",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Connect => "connect error",
+            ErrorKind::RequestTimeout => "request timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol error",
+        }
+    }
+
+    /// True for failures before anything was sent: safe to retry elsewhere for any method.
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::Dns
+                | ErrorKind::Tls
+                | ErrorKind::Connect
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed dial: what kind, and the underlying message.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// The category.
+    pub kind: ErrorKind,
+    /// Human detail.
+    pub detail: String,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.detail.is_empty() || self.detail == self.kind.as_str() {
+            f.write_str(self.kind.as_str())
+        } else {
+            write!(f, "{}: {}", self.kind, self.detail)
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Maps a request error from hyper (or an I/O error beneath it) to a kind.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return match io.kind() {
+                io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+                io::ErrorKind::TimedOut => ErrorKind::RequestTimeout,
+                io::ErrorKind::InvalidData => ErrorKind::Protocol,
+                _ => ErrorKind::Reset,
+            };
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_user() {
+                return ErrorKind::Protocol;
+            }
+            if h.is_timeout() {
+                return ErrorKind::RequestTimeout;
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                // Keep looking for an io::Error cause; otherwise it is a reset.
+                if e.source().is_none() {
+                    return ErrorKind::Reset;
+                }
+            }
+        }
+        if let Some(c) = e.downcast_ref::<ConnectError>() {
+            return c.kind;
+        }
+        cur = e.source();
+    }
+    ErrorKind::Reset
+}
+
+/// How long each phase of a dial took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DialTimings {
+    /// Name resolution (zero for IP literals).
+    pub dns: Duration,
+    /// TCP connect.
+    pub connect: Duration,
+    /// TLS handshake (zero for plain HTTP).
+    pub tls: Duration,
+}
+
+/// TLS settings for `https://` targets.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Skip certificate verification.
+    pub insecure: bool,
+    /// Extra CA certificates (PEM) trusted besides the webpki and native roots.
+    pub cacert: Option<PathBuf>,
+}
+
+/// Dials targets. Cheap to clone; the TLS configuration is built once, on first https use.
+#[derive(Clone)]
+pub struct Dialer {
+    inner: Arc<DialerInner>,
+}
+
+struct DialerInner {
+    connect_timeout: Duration,
+    tls_opts: TlsOptions,
+    tls: OnceLock<Result<TlsConnector, String>>,
+}
+
+impl Dialer {
+    /// A dialer with this connect timeout (covering DNS, TCP and TLS).
+    pub fn new(connect_timeout: Duration, tls_opts: TlsOptions) -> Dialer {
+        Dialer {
+            inner: Arc::new(DialerInner {
+                connect_timeout,
+                tls_opts,
+                tls: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
+    }
+
+    /// Fails early (at start-up) when the TLS options cannot be loaded, e.g. a bad `--cacert`.
+    pub fn check_tls(&self) -> Result<(), String> {
+        self.tls().map(|_| ())
+    }
+
+    fn tls(&self) -> Result<&TlsConnector, String> {
+        self.inner
+            .tls
+            .get_or_init(|| {
+                build_tls(&self.inner.tls_opts).map(|c| TlsConnector::from(Arc::new(c)))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Opens a connection to `target` within the connect timeout.
+    pub async fn dial(&self, target: &Target) -> Result<(Stream, DialTimings), ConnectError> {
+        match tokio::time::timeout(self.inner.connect_timeout, self.dial_inner(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError {
+                kind: ErrorKind::ConnectTimeout,
+                detail: format!("no connection within {:?}", self.inner.connect_timeout),
+            }),
+        }
+    }
+
+    async fn dial_inner(&self, target: &Target) -> Result<(Stream, DialTimings), ConnectError> {
+        let mut t = DialTimings::default();
+        let start = Instant::now();
+        let tcp = match target.socket_addr() {
+            Some(addr) => TcpStream::connect(addr).await.map_err(connect_err)?,
+            None => {
+                let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
+                    .await
+                    .map_err(|e| ConnectError {
+                        kind: ErrorKind::Dns,
+                        detail: format!("{}: {e}", target.host),
+                    })?
+                    .collect();
+                t.dns = start.elapsed();
+                let mut last = None;
+                let mut found = None;
+                for a in addrs {
+                    match TcpStream::connect(a).await {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match (found, last) {
+                    (Some(s), _) => s,
+                    (None, Some(e)) => return Err(connect_err(e)),
+                    (None, None) => {
+                        return Err(ConnectError {
+                            kind: ErrorKind::Dns,
+                            detail: format!("{} has no addresses", target.host),
+                        })
+                    }
+                }
+            }
+        };
+        t.connect = start.elapsed() - t.dns;
+        let _ = tcp.set_nodelay(true);
+        if !target.is_tls() {
+            return Ok((Stream::Plain(tcp), t));
+        }
+        let tls_start = Instant::now();
+        let connector = self.tls().map_err(|e| ConnectError {
+            kind: ErrorKind::Tls,
+            detail: e,
+        })?;
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| ConnectError {
+            kind: ErrorKind::Tls,
+            detail: e.to_string(),
+        })?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ConnectError {
+                kind: ErrorKind::Tls,
+                detail: e.to_string(),
+            })?;
+        t.tls = tls_start.elapsed();
+        Ok((Stream::Tls(Box::new(tls)), t))
+    }
+}
+
+fn connect_err(e: io::Error) -> ConnectError {
+    let kind = match e.kind() {
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+        io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+        _ => ErrorKind::Connect,
+    };
+    ConnectError {
+        kind,
+        detail: e.to_string(),
+    }
+}
+
+/// Starts HTTP/1.1 on a dialed stream; the connection is driven by a spawned task on the current
+/// runtime and ends when the returned sender (and any response in flight) is dropped.
+pub async fn handshake<B>(stream: Stream) -> Result<http1::SendRequest<B>, hyper::Error>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(tx)
+}
+
+fn build_tls(opts: &TlsOptions) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let mut config = if opts.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Native roots are best effort: a machine without a CA bundle still has webpki's.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(path) = &opts.cacert {
+            for cert in load_pem_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Reads every certificate in a PEM file; an error names the file.
+pub fn load_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect();
+    let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificates found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// `--insecure`: accepts any certificate, still checks handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A dialed connection: plain TCP or TLS over TCP.
+pub enum Stream {
+    /// `http://`
+    Plain(TcpStream),
+    /// `https://`
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The peer's certificate chain, leaf first (TLS only).
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => s.get_ref().1.peer_certificates(),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

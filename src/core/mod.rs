@@ -1,0 +1,11 @@
+//! The shared heart of lbx: addresses, units, backends, the pool and its selection, health logic,
+//! the dialer and the prober, and the serving runtime. No subcommand re-implements any of these.
+
+pub mod addr;
+pub mod backend;
+pub mod client;
+pub mod health;
+pub mod pool;
+pub mod prober;
+pub mod server;
+pub mod units;

@@ -1,0 +1,222 @@
+//! Active health probing: one probe is a request to the health path on a fresh connection, bounded
+//! by a timeout. The periodic loop feeds outcomes to [`Health`] and reports only transitions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::addr::Target;
+use super::backend::Backend;
+use super::client::{classify, handshake, DialTimings, Dialer, ErrorKind, USER_AGENT};
+use super::health::{Health, Transition};
+use super::pool::Pool;
+
+/// Upper bound on the body a probe reads (for `--expect-body`).
+const MAX_PROBE_BODY: usize = 64 * 1024;
+
+/// What to request and how long to wait.
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    /// Path and query, e.g. `/healthcheck`.
+    pub path: String,
+    /// Method (GET by default).
+    pub method: Method,
+    /// Extra request headers.
+    pub headers: HeaderMap,
+    /// Total time allowed for connect, request and response body.
+    pub timeout: Duration,
+}
+
+impl ProbeSpec {
+    /// A GET of `path` within `timeout`.
+    pub fn get(path: &str, timeout: Duration) -> ProbeSpec {
+        ProbeSpec {
+            path: path.to_string(),
+            method: Method::GET,
+            headers: HeaderMap::new(),
+            timeout,
+        }
+    }
+}
+
+/// The result of one probe.
+#[derive(Clone, Debug)]
+pub struct ProbeOutcome {
+    /// A 2xx status arrived (callers may apply stricter rules to `status` and `body`).
+    pub healthy: bool,
+    /// Response status, when one arrived.
+    pub status: Option<StatusCode>,
+    /// Time from start to the end of the response body (or to the failure).
+    pub latency: Duration,
+    /// Dial phases.
+    pub timings: DialTimings,
+    /// Time to the response head, measured from the start.
+    pub ttfb: Option<Duration>,
+    /// Why it failed, when it failed before a status.
+    pub error: Option<(ErrorKind, String)>,
+    /// Up to 64 KiB of the response body.
+    pub body: Bytes,
+    /// Leaf certificate of an https target (DER).
+    pub peer_cert: Option<Vec<u8>>,
+}
+
+impl ProbeOutcome {
+    /// A one-line reason for logs: the status or the error.
+    pub fn reason(&self) -> String {
+        match (&self.status, &self.error) {
+            (_, Some((_, detail))) => detail.clone(),
+            (Some(s), None) => format!("status {}", s.as_u16()),
+            (None, None) => "no answer".into(),
+        }
+    }
+}
+
+/// Probes one target once.
+pub async fn probe(dialer: &Dialer, target: &Target, spec: &ProbeSpec) -> ProbeOutcome {
+    let start = Instant::now();
+    let mut out = ProbeOutcome {
+        healthy: false,
+        status: None,
+        latency: Duration::ZERO,
+        timings: DialTimings::default(),
+        ttfb: None,
+        error: None,
+        body: Bytes::new(),
+        peer_cert: None,
+    };
+    let res = tokio::time::timeout(
+        spec.timeout,
+        probe_inner(dialer, target, spec, start, &mut out),
+    )
+    .await;
+    match res {
+        Ok(Ok(())) => out.healthy = out.status.is_some_and(|s| s.is_success()),
+        Ok(Err((kind, detail))) => out.error = Some((kind, detail)),
+        Err(_) => {
+            let kind = if out.ttfb.is_some() || out.timings.connect > Duration::ZERO {
+                ErrorKind::RequestTimeout
+            } else {
+                ErrorKind::ConnectTimeout
+            };
+            out.error = Some((kind, format!("timed out after {:?}", spec.timeout)));
+        }
+    }
+    out.latency = start.elapsed();
+    out
+}
+
+async fn probe_inner(
+    dialer: &Dialer,
+    target: &Target,
+    spec: &ProbeSpec,
+    start: Instant,
+    out: &mut ProbeOutcome,
+) -> Result<(), (ErrorKind, String)> {
+    let (stream, timings) = dialer
+        .dial(target)
+        .await
+        .map_err(|e| (e.kind, e.to_string()))?;
+    out.timings = timings;
+    out.peer_cert = stream
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    let mut tx = handshake::<Full<Bytes>>(stream)
+        .await
+        .map_err(|e| (classify(&e), e.to_string()))?;
+    let mut req = Request::builder()
+        .method(spec.method.clone())
+        .uri(spec.path.as_str())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| (ErrorKind::Protocol, e.to_string()))?;
+    let h = req.headers_mut();
+    h.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&target.authority).expect("authority is valid"),
+    );
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(USER_AGENT),
+    );
+    h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    for (k, v) in &spec.headers {
+        h.insert(k, v.clone());
+    }
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| (classify(&e), e.to_string()))?;
+    out.ttfb = Some(start.elapsed());
+    out.status = Some(resp.status());
+    // A probe only needs the head to decide; the body is read (bounded) for --expect-body.
+    let body = Limited::new(resp.into_body(), MAX_PROBE_BODY);
+    if let Ok(c) = body.collect().await {
+        out.body = c.to_bytes();
+    }
+    Ok(())
+}
+
+/// Settings for periodic checks.
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    /// What to request.
+    pub spec: ProbeSpec,
+    /// Time between probe rounds.
+    pub interval: Duration,
+    /// Successes in a row to come up.
+    pub rise: u32,
+    /// Failures in a row to go down.
+    pub fall: u32,
+}
+
+/// Probes every backend of the pool each interval until `shutdown` turns true; updates each
+/// backend's routable flag and calls `on_transition` only when a backend changes state.
+pub async fn run_prober<F>(
+    pool: Arc<Pool>,
+    dialer: Dialer,
+    hc: HealthCheck,
+    mut shutdown: watch::Receiver<bool>,
+    on_transition: F,
+) where
+    F: Fn(&Backend, Transition, &ProbeOutcome),
+{
+    let mut states: HashMap<u64, Health> = HashMap::new();
+    let mut tick = tokio::time::interval(hc.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let spec = Arc::new(hc.spec.clone());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let set = pool.snapshot();
+        let mut probes = JoinSet::new();
+        for (i, b) in set.iter().enumerate() {
+            let (dialer, target, spec) = (dialer.clone(), b.target.clone(), spec.clone());
+            probes.spawn(async move { (i, probe(&dialer, &target, &spec).await) });
+        }
+        while let Some(res) = probes.join_next().await {
+            let Ok((i, outcome)) = res else { continue };
+            let b = &set[i];
+            let h = states
+                .entry(b.id)
+                .or_insert_with(|| Health::new(hc.rise, hc.fall));
+            // A request may have taken the backend down since the last probe: it must rise again.
+            if !b.is_healthy() && h.is_healthy() {
+                h.force_down();
+            }
+            let t = h.observe(outcome.healthy);
+            b.set_healthy(h.is_healthy());
+            if let Some(t) = t {
+                on_transition(b, t, &outcome);
+            }
+        }
+        states.retain(|id, _| set.iter().any(|b| b.id == *id));
+    }
+}

@@ -1,0 +1,239 @@
+//! Serving side shared by `serve` and `balance`: SO_REUSEPORT listeners, one current-thread
+//! runtime per worker (no cross-core locks), HTTP/1.1 connections with graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+/// Listen backlog: sized for connection bursts (the kernel caps it at somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// Binds `count` listeners on `addr`, sharing the port with SO_REUSEPORT so each worker accepts
+/// on its own socket. Port 0 picks a free port once; the rest join it. A port held by anyone
+/// else is reported as in use (a plain bind is tried first, so another SO_REUSEPORT process
+/// cannot silently share it).
+pub fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    if count <= 1 {
+        return Ok(vec![bind_one(addr, false).map_err(|e| bind_error(addr, e))?]);
+    }
+    // A plain bind fails on a port anyone holds, even a process that set SO_REUSEPORT; it also
+    // picks the port when asked for port 0. The shared sockets then take its place.
+    let probe = plain_socket(addr).map_err(|e| bind_error(addr, e))?;
+    let real = SocketAddr::new(
+        addr.ip(),
+        probe.local_addr()?.as_socket().map_or(0, |a| a.port()),
+    );
+    drop(probe);
+    (0..count)
+        .map(|_| bind_one(real, true).map_err(|e| bind_error(real, e)))
+        .collect()
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn plain_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+fn bind_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => anyhow!("cannot listen on {addr}: address already in use"),
+        io::ErrorKind::PermissionDenied => {
+            anyhow!("cannot listen on {addr}: permission denied (ports below 1024 need privileges)")
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            anyhow!("cannot listen on {addr}: address not available on this machine")
+        }
+        _ => anyhow!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// Default worker count: the cores this process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Worker threads, each running one current-thread runtime and a `LocalSet`.
+pub struct Workers {
+    shutdown: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts one thread per item of `per_worker`, running `f(index, item, shutdown)` to completion.
+    pub fn spawn<W, F, Fut>(name: &str, per_worker: Vec<W>, f: F) -> anyhow::Result<Workers>
+    where
+        W: Send + 'static,
+        F: Fn(usize, W, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let (tx, rx) = watch::channel(false);
+        let f = Arc::new(f);
+        let mut threads = Vec::with_capacity(per_worker.len());
+        for (i, w) in per_worker.into_iter().enumerate() {
+            let (f, rx) = (f.clone(), rx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime");
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, f(i, w, rx));
+                })
+                .context("cannot start a worker thread")?;
+            threads.push(t);
+        }
+        Ok(Workers {
+            shutdown: tx,
+            threads,
+        })
+    }
+
+    /// Asks every worker to stop accepting and finish in-flight work.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// A receiver that turns true at shutdown (for tasks that live beside the workers).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Waits for every worker thread to end.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// HTTP/1.1 connection settings.
+#[derive(Clone, Debug)]
+pub struct ConnOptions {
+    /// Time a client has to send a complete request head.
+    pub header_timeout: Duration,
+    /// How long to wait for in-flight requests at shutdown.
+    pub grace: Duration,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions {
+            header_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Accepts on `listener` until shutdown, serving each connection with the service `make(peer)`
+/// returns; then stops accepting and waits (up to `grace`) for open requests to finish.
+pub async fn accept_loop<M, S, B>(
+    listener: std::net::TcpListener,
+    opts: ConnOptions,
+    mut shutdown: watch::Receiver<bool>,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            crate::term::error(&format!("listener: {e}"));
+            return;
+        }
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        if !matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+                            crate::term::warn(&format!("accept: {e}"));
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), make(peer));
+                let conn = graceful.watch(conn);
+                tokio::task::spawn_local(async move {
+                    let _ = conn.await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(opts.grace, graceful.shutdown()).await;
+}
+
+/// Blocks until SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,200 @@
+//! `lbx serve`: demo backends. `GET /` names the server, `/healthcheck` can be toggled to fail,
+//! `/echo` reflects the request, and `--delay`/`--fail-rate` inject faults.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+
+use crate::cli::ServeArgs;
+use crate::core::server::{self, accept_loop, ConnOptions, Workers};
+
+/// One demo server's identity and switches, shared by every worker.
+struct ServerState {
+    id: u32,
+    id_header: HeaderValue,
+    hello: Bytes,
+    failing: AtomicBool,
+    delay: Option<Duration>,
+    fail_rate: f64,
+}
+
+/// Running demo servers.
+pub struct ServeHandle {
+    /// Each listener's address and server id.
+    pub servers: Vec<(SocketAddr, u32)>,
+    workers: Workers,
+}
+
+impl ServeHandle {
+    /// Stops accepting, lets open requests finish, and waits for the workers.
+    pub fn stop(self) {
+        self.workers.shutdown();
+        self.workers.join();
+    }
+}
+
+/// Binds every port of the range and starts the workers; does not print.
+pub fn start(args: &ServeArgs) -> anyhow::Result<ServeHandle> {
+    let workers = args.workers.unwrap_or_else(server::default_workers);
+    let (lo, hi) = args.port;
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<ServerState>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut servers = Vec::new();
+    for (i, port) in (lo..=hi).enumerate() {
+        let id = args.id.saturating_add(i as u32);
+        let listeners = server::bind(SocketAddr::new(args.host, port), workers)?;
+        servers.push((listeners[0].local_addr()?, id));
+        let state = Arc::new(ServerState {
+            id,
+            id_header: HeaderValue::from(id),
+            hello: Bytes::from(format!("Hello from server {id}")),
+            failing: AtomicBool::new(false),
+            delay: args.delay.filter(|d| !d.is_zero()),
+            fail_rate: args.fail_rate,
+        });
+        for (w, l) in listeners.into_iter().enumerate() {
+            per_worker[w].push((l, state.clone()));
+        }
+    }
+    let workers = Workers::spawn("serve", per_worker, |_, listeners, shutdown| async move {
+        let mut tasks = Vec::new();
+        for (listener, state) in listeners {
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::task::spawn_local(accept_loop(
+                listener,
+                ConnOptions::default(),
+                shutdown,
+                move |_peer| {
+                    let state = state.clone();
+                    service_fn(move |req| handle(state.clone(), req))
+                },
+            )));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })?;
+    Ok(ServeHandle { servers, workers })
+}
+
+/// Runs `lbx serve` until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let handle = start(&args)?;
+    for (addr, id) in &handle.servers {
+        crate::term::out(&format!("listening on {addr} (server {id})"));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::wait_for_signal());
+    handle.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn handle(
+    state: Arc<ServerState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(d) = state.delay {
+        tokio::time::sleep(d).await;
+    }
+    let resp = match (req.method(), req.uri().path()) {
+        (_, "/echo") => echo(req).await,
+        (&Method::GET | &Method::HEAD, "/") => {
+            if state.fail_rate > 0.0 && fastrand::f64() < state.fail_rate {
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("server {} failed (injected)", state.id),
+                )
+            } else {
+                text(StatusCode::OK, state.hello.clone())
+            }
+        }
+        (&Method::GET | &Method::HEAD, "/healthcheck") => {
+            if state.failing.load(Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "failing")
+            } else {
+                text(StatusCode::OK, "ok")
+            }
+        }
+        (&Method::POST, "/healthcheck/fail") => {
+            state.failing.store(true, Relaxed);
+            text(StatusCode::OK, "health check now failing")
+        }
+        (&Method::POST, "/healthcheck/pass") => {
+            state.failing.store(false, Relaxed);
+            text(StatusCode::OK, "health check now passing")
+        }
+        (_, "/" | "/healthcheck" | "/healthcheck/fail" | "/healthcheck/pass") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    };
+    let mut resp = resp;
+    resp.headers_mut()
+        .insert("x-server-id", state.id_header.clone());
+    Ok(resp)
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Reflects what arrived: method, path with query, headers, and the body's length (streamed,
+/// not buffered).
+async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, mut body) = req.into_parts();
+    let mut body_len: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    body_len += d.len() as u64;
+                }
+            }
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
+        }
+    }
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        headers
+            .entry(k.as_str().to_string())
+            .and_modify(|cur| {
+                cur.push_str(", ");
+                cur.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    let path = parts.uri.path_and_query().map_or_else(
+        || parts.uri.path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": path,
+        "headers": headers,
+        "body_len": body_len,
+    });
+    let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
