@@ -1,0 +1,318 @@
+//! Shared integration-test harness: run the real `lbx` binary on port 0, read its
+//! `listening on ADDR` lines, talk plain HTTP/1.1 to it, and kill it on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn lbx() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lbx"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+/// Runs `lbx ARGS` to completion (bounded by `limit`), returning its output.
+pub fn run_lbx(args: &[&str], limit: Duration) -> Output {
+    let mut child = lbx()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lbx");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "lbx {args:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running lbx process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    /// Addresses from its `listening on` lines, in order.
+    pub addrs: Vec<SocketAddr>,
+    /// Further stdout lines as they arrive.
+    pub lines: Receiver<String>,
+    /// Everything it writes to stderr, as lines.
+    pub errs: Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `lbx ARGS` and waits for `n` `listening on` lines (10 s at most).
+    pub fn start(args: &[&str], n: usize) -> Proc {
+        let mut child = lbx()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lbx");
+        let (tx, lines) = channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, errs) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                if etx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Proc {
+            child,
+            addrs: Vec::new(),
+            lines,
+            errs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.addrs.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match p.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix("listening on ") {
+                        let a = rest.split_whitespace().next().unwrap();
+                        let a = a.trim_start_matches("http://");
+                        p.addrs.push(a.parse().expect("listening address"));
+                    }
+                }
+                Err(_) => {
+                    let errs: Vec<String> = p.errs.try_iter().collect();
+                    panic!("lbx {args:?} did not print {n} listening lines; stderr: {errs:?}");
+                }
+            }
+        }
+        p
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Sends a signal (e.g. "TERM", "INT", "KILL").
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Stderr lines so far.
+    pub fn stderr_so_far(&self) -> Vec<String> {
+        self.errs.try_iter().collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `lbx serve -p 0 --workers 1 --id ID EXTRA...`.
+pub fn serve(id: u32, extra: &[&str]) -> Proc {
+    let id = id.to_string();
+    let mut args = vec!["serve", "-p", "0", "--workers", "1", "--id", id.as_str()];
+    args.extend_from_slice(extra);
+    Proc::start(&args, 1)
+}
+
+/// Starts `lbx balance -p 0 --host 127.0.0.1 -b A,B,... EXTRA...`.
+pub fn balance(backends: &[SocketAddr], extra: &[&str]) -> Proc {
+    let list = backends
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args = vec![
+        "balance",
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "-b",
+        list.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args, 1)
+}
+
+/// A port on 127.0.0.1 with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The first value of a header (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `GET path` on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// One request on a fresh connection (`Connection: close`), 10 s timeouts.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw, method == "HEAD")
+}
+
+/// Parses a complete HTTP/1.1 response (content-length, chunked, or read-to-close).
+pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of head"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("head not utf-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty"))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if head_only {
+        Vec::new()
+    } else if chunked {
+        let mut out = Vec::new();
+        let mut p = rest;
+        loop {
+            let nl = p
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("chunk size"))?;
+            let size_str = std::str::from_utf8(&p[..nl]).map_err(|_| bad("chunk size"))?;
+            let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16)
+                .map_err(|_| bad("chunk size"))?;
+            p = &p[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            if p.len() < size + 2 {
+                return Err(bad("truncated chunk"));
+            }
+            out.extend_from_slice(&p[..size]);
+            p = &p[size + 2..];
+        }
+        out
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        if rest.len() < len {
+            return Err(bad("truncated body"));
+        }
+        rest[..len].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

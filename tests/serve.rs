@@ -1,0 +1,95 @@
+//! `lbx serve` end to end: identity, health toggle, echo, ranges, bad flags.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn answers_with_its_id_and_health() {
+    let s = serve(7, &[]);
+    let r = get(s.addr(), "/").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello from server 7");
+    assert_eq!(r.header("x-server-id"), Some("7"));
+    let h = get(s.addr(), "/healthcheck").unwrap();
+    assert_eq!((h.status, h.text().as_str()), (200, "ok"));
+    assert_eq!(
+        request(s.addr(), "POST", "/healthcheck/fail", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(get(s.addr(), "/healthcheck").unwrap().status, 503);
+    assert_eq!(
+        request(s.addr(), "POST", "/healthcheck/pass", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(get(s.addr(), "/healthcheck").unwrap().status, 200);
+    assert_eq!(get(s.addr(), "/nope").unwrap().status, 404);
+}
+
+#[test]
+fn echo_reflects_the_request() {
+    let s = serve(1, &[]);
+    let r = request(
+        s.addr(),
+        "PUT",
+        "/echo?a=1&b=2",
+        &[("X-Custom", "yes")],
+        b"hello world",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["method"], "PUT");
+    assert_eq!(v["path"], "/echo?a=1&b=2");
+    assert_eq!(v["headers"]["x-custom"], "yes");
+    assert_eq!(v["body_len"], 11);
+}
+
+#[test]
+fn fail_rate_one_fails_every_root_request() {
+    let s = serve(1, &["--fail-rate", "1"]);
+    for _ in 0..5 {
+        assert_eq!(get(s.addr(), "/").unwrap().status, 500);
+    }
+    assert_eq!(get(s.addr(), "/healthcheck").unwrap().status, 200);
+}
+
+#[test]
+fn a_port_range_runs_one_server_per_port() {
+    let (a, b) = (closed_port(), closed_port());
+    let (lo, hi) = (a.min(b), a.min(b) + 1);
+    let range = format!("{lo}-{hi}");
+    let s = Proc::start(&["serve", "--workers", "1", "--id", "4", "-p", &range], 2);
+    assert_eq!(get(s.addrs[0], "/").unwrap().text(), "Hello from server 4");
+    assert_eq!(get(s.addrs[1], "/").unwrap().text(), "Hello from server 5");
+}
+
+#[test]
+fn a_port_in_use_is_reported() {
+    let s = serve(1, &[]);
+    let port = s.addr().port().to_string();
+    let out = run_lbx(&["serve", "-p", &port], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_value() {
+    for (args, bad) in [
+        (vec!["serve", "-p", "http"], "http"),
+        (vec!["serve", "--fail-rate", "2"], "2"),
+        (vec!["serve", "--delay", "soon"], "soon"),
+        (vec!["serve", "--host", "nowhere"], "nowhere"),
+    ] {
+        let out = run_lbx(&args, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(bad),
+            "{args:?}"
+        );
+    }
+}
