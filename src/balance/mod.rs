@@ -1,10 +1,185 @@
-//! `lbx balance`: the load balancer.
+//! `lbx balance`: the load balancer. Worker threads accept and proxy; a prober thread checks
+//! backends and flips their routable flags; the pool is shared lock-free.
 
+pub mod proxy;
+pub mod upstream;
+
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
 
 use crate::cli::BalanceArgs;
+use crate::core::addr::Target;
+use crate::core::client::{Dialer, TlsOptions};
+use crate::core::health::Transition;
+use crate::core::pool::Pool;
+use crate::core::prober::{run_prober, HealthCheck, ProbeSpec};
+use crate::core::server::{self, accept_loop, ConnOptions, Workers};
+use crate::term;
 
-/// Runs the balancer until SIGINT/SIGTERM.
-pub fn run(_args: BalanceArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("balance: not yet implemented")
+/// State every worker shares: the pool and the dialer.
+pub struct Shared {
+    /// The backend set.
+    pub pool: Arc<Pool>,
+    /// How backends are dialed.
+    pub dialer: Dialer,
+}
+
+/// A running balancer.
+pub struct BalanceHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The backend pool (for the demo and the admin API).
+    pub pool: Arc<Pool>,
+    workers: Workers,
+    prober: std::thread::JoinHandle<()>,
+}
+
+impl BalanceHandle {
+    /// Stops accepting, waits (up to the grace period) for in-flight requests, stops probing.
+    pub fn stop(self) {
+        self.workers.shutdown();
+        self.workers.join();
+        let _ = self.prober.join();
+    }
+}
+
+/// Settings for [`start`], from flags.
+#[derive(Clone, Debug)]
+pub struct BalanceConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Backends.
+    pub backends: Vec<Target>,
+    /// Health checking.
+    pub health: HealthCheck,
+    /// Backend connect timeout.
+    pub connect_timeout: Duration,
+    /// Shutdown grace period.
+    pub grace: Duration,
+    /// Worker threads.
+    pub workers: usize,
+}
+
+impl BalanceConfig {
+    /// Reads the flags.
+    pub fn from_args(a: &BalanceArgs) -> BalanceConfig {
+        BalanceConfig {
+            listen: SocketAddr::new(a.host, a.port),
+            backends: a.backends.clone(),
+            health: HealthCheck {
+                spec: ProbeSpec::get(&a.health_path, a.timeout),
+                interval: a.interval,
+                rise: a.rise,
+                fall: a.fall,
+            },
+            connect_timeout: a.connect_timeout,
+            grace: a.grace,
+            workers: a.workers.unwrap_or_else(server::default_workers),
+        }
+    }
+}
+
+/// Binds, starts the workers and the prober; does not print.
+pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
+    if !cfg.health.spec.path.starts_with('/') {
+        return Err(crate::usage(format!(
+            "--health-path '{}' must start with '/'",
+            cfg.health.spec.path
+        )));
+    }
+    let dialer = Dialer::new(cfg.connect_timeout, TlsOptions::default());
+    if cfg.backends.iter().any(Target::is_tls) {
+        dialer
+            .check_tls()
+            .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    }
+    let pool = Arc::new(Pool::new(cfg.backends.iter().cloned()));
+    let listeners = server::bind(cfg.listen, cfg.workers)?;
+    let addr = listeners[0].local_addr()?;
+    let shared = Arc::new(Shared {
+        pool: pool.clone(),
+        dialer: dialer.clone(),
+    });
+    let opts = ConnOptions {
+        grace: cfg.grace,
+        ..ConnOptions::default()
+    };
+    let workers = Workers::spawn("balance", listeners, move |_, listener, shutdown| {
+        let worker = Rc::new(proxy::Worker {
+            shared: shared.clone(),
+            conns: Rc::default(),
+        });
+        accept_loop(listener, opts.clone(), shutdown, move |peer| {
+            let worker = worker.clone();
+            service_fn(move |req| proxy::handle(worker.clone(), peer, req))
+        })
+    })?;
+    let (p, d, hc, stop) = (
+        pool.clone(),
+        dialer,
+        cfg.health.clone(),
+        workers.subscribe(),
+    );
+    let prober = std::thread::Builder::new()
+        .name("lbx-prober".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(run_prober(p, d, hc, stop, |b, t, outcome| {
+                let line = match t {
+                    Transition::Up => format!(
+                        "backend {} {} (health checks pass)",
+                        b.target,
+                        term::state_word(true)
+                    ),
+                    Transition::Down => format!(
+                        "backend {} {} (health check failed: {})",
+                        b.target,
+                        term::state_word(false),
+                        outcome.reason()
+                    ),
+                };
+                match t {
+                    Transition::Up => term::info(&line),
+                    Transition::Down => term::warn(&line),
+                }
+            }));
+        })?;
+    Ok(BalanceHandle {
+        addr,
+        pool,
+        workers,
+        prober,
+    })
+}
+
+/// Runs `lbx balance` until SIGINT/SIGTERM, then drains and exits 0.
+pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
+    let cfg = BalanceConfig::from_args(&args);
+    let handle = start(cfg.clone())?;
+    term::out(&format!("listening on {}", handle.addr));
+    let list: Vec<String> = cfg.backends.iter().map(|t| t.to_string()).collect();
+    term::out(&format!(
+        "balancing over {} backend{} (round robin): {}",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" },
+        list.join(", ")
+    ));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::wait_for_signal());
+    term::info(&format!(
+        "shutting down: no new connections, waiting up to {:?} for requests in flight",
+        cfg.grace
+    ));
+    handle.stop();
+    Ok(ExitCode::SUCCESS)
 }
