@@ -1,0 +1,147 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'lbx'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'lbx' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run demo backends: GET / answers with the server id; fault knobs for demos and tests')
+            [CompletionResult]::new('balance', 'balance', [CompletionResultType]::ParameterValue, 'Load-balance HTTP over backends, with health checks')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Probe backends'' health endpoints; exit 0 when all are healthy')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Generate HTTP load and report latency percentiles and the spread over backends')
+            [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Show lbx in one command: three backends, a balancer, load, a failure and a recovery')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'lbx;serve' {
+            [CompletionResult]::new('--id', '--id', [CompletionResultType]::ParameterName, 'Server id reported by GET / and the x-server-id header; counts up over a port range')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Port, or a range like 9001-9003 for one server per port; 0 picks a free port')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port, or a range like 9001-9003 for one server per port; 0 picks a free port')
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on')
+            [CompletionResult]::new('--delay', '--delay', [CompletionResultType]::ParameterName, 'Delay added to every response, e.g. 20ms')
+            [CompletionResult]::new('--fail-rate', '--fail-rate', [CompletionResultType]::ParameterName, 'Share of GET / requests answered 500, from 0 to 1')
+            [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker threads (default: available cores)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'lbx;balance' {
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Port to listen on; 0 picks a free port')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on; 0 picks a free port')
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between health checks')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Health check timeout')
+            [CompletionResult]::new('--health-path', '--health-path', [CompletionResultType]::ParameterName, 'Health check path')
+            [CompletionResult]::new('--rise', '--rise', [CompletionResultType]::ParameterName, 'Successful checks in a row before a down backend takes traffic again')
+            [CompletionResult]::new('--fall', '--fall', [CompletionResultType]::ParameterName, 'Failed checks in a row before a backend is taken out')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Time to connect to a backend')
+            [CompletionResult]::new('--grace', '--grace', [CompletionResultType]::ParameterName, 'At shutdown, how long in-flight requests may take to finish')
+            [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker threads, each with its own listener and backend connections (default: cores)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'lbx;check' {
+            [CompletionResult]::new('--path', '--path', [CompletionResultType]::ParameterName, 'Health check path')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time allowed for each probe, connect included')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'lbx;bench' {
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given')
+            [CompletionResult]::new('--requests', '--requests', [CompletionResultType]::ParameterName, 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Connections (concurrent requests)')
+            [CompletionResult]::new('--connections', '--connections', [CompletionResultType]::ParameterName, 'Connections (concurrent requests)')
+            [CompletionResult]::new('-z', '-z', [CompletionResultType]::ParameterName, 'Run for this long (with -n too, whichever ends first)')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Run for this long (with -n too, whichever ends first)')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'HTTP method')
+            [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'HTTP method')
+            [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'Request header ''Name: value'' (repeatable)')
+            [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'Request header ''Name: value'' (repeatable)')
+            [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Request body')
+            [CompletionResult]::new('--body', '--body', [CompletionResultType]::ParameterName, 'Request body')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Per-request timeout')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Per-request timeout')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Time to connect')
+            [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Worker threads (default: available cores)')
+            [CompletionResult]::new('--group-by', '--group-by', [CompletionResultType]::ParameterName, 'Response header whose values the spread is counted over')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object instead of the text report')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No progress bar')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'lbx;demo' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Port for the demo balancer; 0 picks a free port')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port for the demo balancer; 0 picks a free port')
+            [CompletionResult]::new('--exit', '--exit', [CompletionResultType]::ParameterName, 'End after the show instead of serving until Ctrl-C')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'lbx;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run demo backends: GET / answers with the server id; fault knobs for demos and tests')
+            [CompletionResult]::new('balance', 'balance', [CompletionResultType]::ParameterValue, 'Load-balance HTTP over backends, with health checks')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Probe backends'' health endpoints; exit 0 when all are healthy')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Generate HTTP load and report latency percentiles and the spread over backends')
+            [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Show lbx in one command: three backends, a balancer, load, a failure and a recovery')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'lbx;help;serve' {
+            break
+        }
+        'lbx;help;balance' {
+            break
+        }
+        'lbx;help;check' {
+            break
+        }
+        'lbx;help;bench' {
+            break
+        }
+        'lbx;help;demo' {
+            break
+        }
+        'lbx;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,129 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[lbx] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'lbx'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'lbx'= {
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Run demo backends: GET / answers with the server id; fault knobs for demos and tests'
+            cand balance 'Load-balance HTTP over backends, with health checks'
+            cand check 'Probe backends'' health endpoints; exit 0 when all are healthy'
+            cand bench 'Generate HTTP load and report latency percentiles and the spread over backends'
+            cand demo 'Show lbx in one command: three backends, a balancer, load, a failure and a recovery'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lbx;serve'= {
+            cand --id 'Server id reported by GET / and the x-server-id header; counts up over a port range'
+            cand -p 'Port, or a range like 9001-9003 for one server per port; 0 picks a free port'
+            cand --port 'Port, or a range like 9001-9003 for one server per port; 0 picks a free port'
+            cand --host 'Address to listen on'
+            cand --delay 'Delay added to every response, e.g. 20ms'
+            cand --fail-rate 'Share of GET / requests answered 500, from 0 to 1'
+            cand --workers 'Worker threads (default: available cores)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'lbx;balance'= {
+            cand -b 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003'
+            cand --backend 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003'
+            cand -p 'Port to listen on; 0 picks a free port'
+            cand --port 'Port to listen on; 0 picks a free port'
+            cand --host 'Address to listen on'
+            cand --interval 'Time between health checks'
+            cand --timeout 'Health check timeout'
+            cand --health-path 'Health check path'
+            cand --rise 'Successful checks in a row before a down backend takes traffic again'
+            cand --fall 'Failed checks in a row before a backend is taken out'
+            cand --connect-timeout 'Time to connect to a backend'
+            cand --grace 'At shutdown, how long in-flight requests may take to finish'
+            cand --workers 'Worker threads, each with its own listener and backend connections (default: cores)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'lbx;check'= {
+            cand --path 'Health check path'
+            cand --timeout 'Time allowed for each probe, connect included'
+            cand --json 'Print a JSON array instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'lbx;bench'= {
+            cand -n 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given'
+            cand --requests 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given'
+            cand -c 'Connections (concurrent requests)'
+            cand --connections 'Connections (concurrent requests)'
+            cand -z 'Run for this long (with -n too, whichever ends first)'
+            cand --duration 'Run for this long (with -n too, whichever ends first)'
+            cand -m 'HTTP method'
+            cand --method 'HTTP method'
+            cand -H 'Request header ''Name: value'' (repeatable)'
+            cand --header 'Request header ''Name: value'' (repeatable)'
+            cand -d 'Request body'
+            cand --body 'Request body'
+            cand -t 'Per-request timeout'
+            cand --timeout 'Per-request timeout'
+            cand --connect-timeout 'Time to connect'
+            cand --threads 'Worker threads (default: available cores)'
+            cand --group-by 'Response header whose values the spread is counted over'
+            cand --json 'Print one JSON object instead of the text report'
+            cand --no-progress 'No progress bar'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'lbx;demo'= {
+            cand -p 'Port for the demo balancer; 0 picks a free port'
+            cand --port 'Port for the demo balancer; 0 picks a free port'
+            cand --exit 'End after the show instead of serving until Ctrl-C'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'lbx;help'= {
+            cand serve 'Run demo backends: GET / answers with the server id; fault knobs for demos and tests'
+            cand balance 'Load-balance HTTP over backends, with health checks'
+            cand check 'Probe backends'' health endpoints; exit 0 when all are healthy'
+            cand bench 'Generate HTTP load and report latency percentiles and the spread over backends'
+            cand demo 'Show lbx in one command: three backends, a balancer, load, a failure and a recovery'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'lbx;help;serve'= {
+        }
+        &'lbx;help;balance'= {
+        }
+        &'lbx;help;check'= {
+        }
+        &'lbx;help;bench'= {
+        }
+        &'lbx;help;demo'= {
+        }
+        &'lbx;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

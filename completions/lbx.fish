@@ -1,0 +1,84 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_lbx_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_lbx_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_lbx_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_lbx_using_subcommand
+    set -l cmd (__fish_lbx_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c lbx -n "__fish_lbx_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lbx -n "__fish_lbx_needs_command" -s V -l version -d 'Print version'
+complete -c lbx -n "__fish_lbx_needs_command" -f -a "serve" -d 'Run demo backends: GET / answers with the server id; fault knobs for demos and tests'
+complete -c lbx -n "__fish_lbx_needs_command" -f -a "balance" -d 'Load-balance HTTP over backends, with health checks'
+complete -c lbx -n "__fish_lbx_needs_command" -f -a "check" -d 'Probe backends\' health endpoints; exit 0 when all are healthy'
+complete -c lbx -n "__fish_lbx_needs_command" -f -a "bench" -d 'Generate HTTP load and report latency percentiles and the spread over backends'
+complete -c lbx -n "__fish_lbx_needs_command" -f -a "demo" -d 'Show lbx in one command: three backends, a balancer, load, a failure and a recovery'
+complete -c lbx -n "__fish_lbx_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l id -d 'Server id reported by GET / and the x-server-id header; counts up over a port range' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -s p -l port -d 'Port, or a range like 9001-9003 for one server per port; 0 picks a free port' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l host -d 'Address to listen on' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l delay -d 'Delay added to every response, e.g. 20ms' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l fail-rate -d 'Share of GET / requests answered 500, from 0 to 1' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l workers -d 'Worker threads (default: available cores)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s p -l port -d 'Port to listen on; 0 picks a free port' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l host -d 'Address to listen on' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l interval -d 'Time between health checks' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l timeout -d 'Health check timeout' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l health-path -d 'Health check path' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l rise -d 'Successful checks in a row before a down backend takes traffic again' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l fall -d 'Failed checks in a row before a backend is taken out' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l connect-timeout -d 'Time to connect to a backend' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l grace -d 'At shutdown, how long in-flight requests may take to finish' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l workers -d 'Worker threads, each with its own listener and backend connections (default: cores)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Health check path' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l timeout -d 'Time allowed for each probe, connect included' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l json -d 'Print a JSON array instead of a table'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -s V -l version -d 'Print version'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s n -l requests -d 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s c -l connections -d 'Connections (concurrent requests)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s z -l duration -d 'Run for this long (with -n too, whichever ends first)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s m -l method -d 'HTTP method' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s H -l header -d 'Request header \'Name: value\' (repeatable)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s d -l body -d 'Request body' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s t -l timeout -d 'Per-request timeout' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l connect-timeout -d 'Time to connect' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l threads -d 'Worker threads (default: available cores)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l group-by -d 'Response header whose values the spread is counted over' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l json -d 'Print one JSON object instead of the text report'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l no-progress -d 'No progress bar'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c lbx -n "__fish_lbx_using_subcommand demo" -s p -l port -d 'Port for the demo balancer; 0 picks a free port' -r
+complete -c lbx -n "__fish_lbx_using_subcommand demo" -l exit -d 'End after the show instead of serving until Ctrl-C'
+complete -c lbx -n "__fish_lbx_using_subcommand demo" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand demo" -s V -l version -d 'Print version'
+complete -c lbx -n "__fish_lbx_using_subcommand help; and not __fish_seen_subcommand_from serve balance check bench demo help" -f -a "serve" -d 'Run demo backends: GET / answers with the server id; fault knobs for demos and tests'
+complete -c lbx -n "__fish_lbx_using_subcommand help; and not __fish_seen_subcommand_from serve balance check bench demo help" -f -a "balance" -d 'Load-balance HTTP over backends, with health checks'
+complete -c lbx -n "__fish_lbx_using_subcommand help; and not __fish_seen_subcommand_from serve balance check bench demo help" -f -a "check" -d 'Probe backends\' health endpoints; exit 0 when all are healthy'
+complete -c lbx -n "__fish_lbx_using_subcommand help; and not __fish_seen_subcommand_from serve balance check bench demo help" -f -a "bench" -d 'Generate HTTP load and report latency percentiles and the spread over backends'
+complete -c lbx -n "__fish_lbx_using_subcommand help; and not __fish_seen_subcommand_from serve balance check bench demo help" -f -a "demo" -d 'Show lbx in one command: three backends, a balancer, load, a failure and a recovery'
+complete -c lbx -n "__fish_lbx_using_subcommand help; and not __fish_seen_subcommand_from serve balance check bench demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
