@@ -1,10 +1,19 @@
-//! One backend: its address, its routable flag and its counters, all atomics.
+//! One backend: its address, weight, routable flag, counters and the passive-health, slow-start
+//! and latency state the request path updates, all atomics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use super::addr::Target;
+use super::clock;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Latency assumed for a backend before its first response, in microseconds.
+const DEFAULT_RTT_US: f64 = 1_000.0;
+/// Decay time of the latency average, in microseconds (Finagle's and Linkerd's 10 s).
+const RTT_DECAY_US: f64 = 10_000_000.0;
+/// Share of traffic a backend gets as soon as its slow start begins.
+const WARM_FLOOR: f64 = 0.1;
 
 /// A backend server. Shared by every worker; only atomics change after creation.
 #[derive(Debug)]
@@ -13,6 +22,8 @@ pub struct Backend {
     pub id: u64,
     /// Where it listens.
     pub target: Target,
+    /// Relative share for weighted selection (1 unless given as `:9001=3`).
+    pub weight: u32,
     healthy: AtomicBool,
     /// Requests sent to it.
     pub requests: AtomicU64,
@@ -20,22 +31,49 @@ pub struct Backend {
     pub errors: AtomicU64,
     /// Requests in progress right now.
     pub in_flight: AtomicU64,
+    /// Times passive health checking ejected it.
+    pub ejections: AtomicU64,
+    /// Failed requests in a row (connect errors, timeouts, 5xx answers).
+    failures: AtomicU32,
+    /// Clock time (ms) its current or last ejection ends; 0 when never ejected.
+    ejected_until: AtomicU64,
+    /// Ejections in a row, for the growing ejection time.
+    ejection_streak: AtomicU32,
+    /// Clock time (ms) it last came back up after active checks; 0 when never.
+    up_since: AtomicU64,
+    /// Peak-EWMA response latency in microseconds, as f64 bits; 0 before the first sample.
+    rtt: AtomicU64,
+    /// Clock time (µs) of the last latency sample.
+    rtt_at: AtomicU64,
 }
 
 impl Backend {
-    /// A new backend, healthy until a probe or a request says otherwise.
+    /// A new backend of weight 1, healthy until a probe or a request says otherwise.
     pub fn new(target: Target) -> Backend {
+        Backend::weighted(target, 1)
+    }
+
+    /// A new backend with a weight (0 is treated as 1).
+    pub fn weighted(target: Target, weight: u32) -> Backend {
         Backend {
             id: NEXT_ID.fetch_add(1, Relaxed),
             target,
+            weight: weight.max(1),
             healthy: AtomicBool::new(true),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejection_streak: AtomicU32::new(0),
+            up_since: AtomicU64::new(0),
+            rtt: AtomicU64::new(0),
+            rtt_at: AtomicU64::new(0),
         }
     }
 
-    /// Whether selection may pick it.
+    /// Whether active health checks (or a failed connect) allow traffic.
     #[inline]
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Relaxed)
@@ -44,5 +82,156 @@ impl Backend {
     /// Sets the routable flag; returns the previous value.
     pub fn set_healthy(&self, up: bool) -> bool {
         self.healthy.swap(up, Relaxed)
+    }
+
+    /// Healthy and not ejected: selection may pick it now. Reads the clock only while an
+    /// ejection has ever happened, so the common case is one or two relaxed loads.
+    #[inline]
+    pub fn is_routable(&self) -> bool {
+        self.is_healthy() && {
+            let until = self.ejected_until.load(Relaxed);
+            until == 0 || clock::now_ms() >= until
+        }
+    }
+
+    /// Whether an ejection is in force at clock time `now_ms`.
+    pub fn is_ejected_at(&self, now_ms: u64) -> bool {
+        now_ms < self.ejected_until.load(Relaxed)
+    }
+
+    /// A request succeeded: the failure streak ends (written only when there was one).
+    #[inline]
+    pub fn record_success(&self) {
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+    }
+
+    /// A request failed; returns the failure streak including this one.
+    pub fn record_failure(&self) -> u32 {
+        self.failures.fetch_add(1, Relaxed).saturating_add(1)
+    }
+
+    /// Ejects it until `until_ms` if no other thread ejected it since `seen_until` was read;
+    /// returns whether this call did. `streak` is the ejection count in a row it becomes.
+    pub fn try_eject(&self, seen_until: u64, until_ms: u64, streak: u32) -> bool {
+        let won = self
+            .ejected_until
+            .compare_exchange(seen_until, until_ms, Relaxed, Relaxed)
+            .is_ok();
+        if won {
+            self.ejection_streak.store(streak, Relaxed);
+            self.failures.store(0, Relaxed);
+            self.ejections.fetch_add(1, Relaxed);
+        }
+        won
+    }
+
+    /// End of the current or last ejection (clock ms, 0 for never) and the ejection streak.
+    pub fn ejection(&self) -> (u64, u32) {
+        (
+            self.ejected_until.load(Relaxed),
+            self.ejection_streak.load(Relaxed),
+        )
+    }
+
+    /// Active checks brought it back at `now_ms`: any ejection ends and slow start begins.
+    pub fn came_up(&self, now_ms: u64) {
+        let until = self.ejected_until.load(Relaxed);
+        if until > now_ms {
+            self.ejected_until.store(now_ms, Relaxed);
+        }
+        self.ejection_streak.store(0, Relaxed);
+        self.failures.store(0, Relaxed);
+        self.up_since.store(now_ms, Relaxed);
+    }
+
+    /// Share of a full traffic share it should take at `now_ms` under a slow start of
+    /// `window_ms` (1.0 when none applies).
+    pub fn warmth(&self, now_ms: u64, window_ms: u64) -> f64 {
+        let until = self.ejected_until.load(Relaxed);
+        let back_from_ejection = if until <= now_ms { until } else { 0 };
+        let since = self.up_since.load(Relaxed).max(back_from_ejection);
+        warmth(now_ms, since, window_ms)
+    }
+
+    /// Records one response latency (time to the response head) at clock time `now_us`.
+    pub fn observe_rtt(&self, rtt_us: f64, now_us: u64) {
+        let prev = f64::from_bits(self.rtt.load(Relaxed));
+        let at = self.rtt_at.swap(now_us, Relaxed);
+        let next = peak_ewma(prev, rtt_us, now_us.saturating_sub(at) as f64, RTT_DECAY_US);
+        self.rtt.store(next.to_bits(), Relaxed);
+    }
+
+    /// Peak-EWMA load: the latency estimate times the requests it would then have in flight.
+    #[inline]
+    pub fn load_cost(&self) -> f64 {
+        let rtt = f64::from_bits(self.rtt.load(Relaxed));
+        let rtt = if rtt > 0.0 { rtt } else { DEFAULT_RTT_US };
+        rtt * (self.in_flight.load(Relaxed) + 1) as f64
+    }
+}
+
+/// Peak-EWMA (Finagle, Linkerd): a sample above the average replaces it at once; below it, the
+/// average decays toward the sample with time constant `tau` (same unit as `elapsed`).
+pub fn peak_ewma(prev: f64, sample: f64, elapsed: f64, tau: f64) -> f64 {
+    if prev <= 0.0 || sample > prev {
+        return sample;
+    }
+    let w = (-elapsed / tau).exp();
+    prev * w + sample * (1.0 - w)
+}
+
+/// Linear slow-start ramp: from a small floor at `since_ms` to 1.0 at `since_ms + window_ms`.
+pub fn warmth(now_ms: u64, since_ms: u64, window_ms: u64) -> f64 {
+    if window_ms == 0 || since_ms == 0 || now_ms >= since_ms.saturating_add(window_ms) {
+        return 1.0;
+    }
+    let done = now_ms.saturating_sub(since_ms) as f64 / window_ms as f64;
+    done.max(WARM_FLOOR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        assert_eq!(peak_ewma(0.0, 5.0, 0.0, 10.0), 5.0);
+        assert_eq!(peak_ewma(5.0, 20.0, 0.0, 10.0), 20.0);
+        let d = peak_ewma(20.0, 10.0, 10.0, 10.0);
+        assert!(d < 20.0 && d > 10.0, "{d}");
+        let far = peak_ewma(20.0, 10.0, 1e9, 10.0);
+        assert!((far - 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn warmth_ramps_linearly() {
+        assert_eq!(warmth(500, 0, 1000), 1.0, "never came back: full share");
+        assert_eq!(warmth(500, 100, 0), 1.0, "slow start off");
+        assert_eq!(warmth(100, 100, 1000), WARM_FLOOR);
+        assert!((warmth(600, 100, 1000) - 0.5).abs() < 1e-9);
+        assert_eq!(warmth(1100, 100, 1000), 1.0);
+    }
+
+    #[test]
+    fn failures_streak_and_ejection() {
+        let b = Backend::new(Target::parse(":1").unwrap());
+        assert_eq!(b.record_failure(), 1);
+        assert_eq!(b.record_failure(), 2);
+        b.record_success();
+        assert_eq!(b.record_failure(), 1);
+        assert!(b.try_eject(0, 5000, 1));
+        assert!(
+            !b.try_eject(0, 6000, 1),
+            "another thread already ejected it"
+        );
+        assert!(b.is_ejected_at(4999));
+        assert!(!b.is_ejected_at(5000));
+        assert_eq!(b.ejections.load(Relaxed), 1);
+        // Back from ejection at 5000: slow start from there.
+        assert!((b.warmth(5500, 1000) - 0.5).abs() < 1e-9);
+        b.came_up(5200);
+        assert_eq!(b.ejection(), (5000, 0));
     }
 }

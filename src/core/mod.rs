@@ -4,8 +4,11 @@
 pub mod addr;
 pub mod backend;
 pub mod client;
+pub mod clock;
 pub mod health;
+pub mod outlier;
 pub mod pool;
 pub mod prober;
+pub mod select;
 pub mod server;
 pub mod units;

@@ -1,80 +1,138 @@
-//! The backend set and round-robin selection over it: an immutable snapshot swapped atomically,
-//! one `fetch_add` per pick, no lock.
+//! The backend set and selection over it: an immutable snapshot (backends plus the algorithm's
+//! per-set state) swapped atomically, atomics only per pick, no lock.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use super::addr::Target;
 use super::backend::Backend;
+use super::clock;
+use super::select::{self, Algorithm, Pick, Select};
 
 /// An immutable list of backends; replaced whole when the set changes.
 pub type BackendSet = Vec<Arc<Backend>>;
 
-/// The live backend set plus the round-robin cursor.
+/// One backend set with its selection state, built together so they always match.
+pub struct Snapshot {
+    backends: BackendSet,
+    select: Box<dyn Select>,
+}
+
+impl Deref for Snapshot {
+    type Target = BackendSet;
+    fn deref(&self) -> &BackendSet {
+        &self.backends
+    }
+}
+
+/// The live backend set and how requests are spread over it.
 pub struct Pool {
-    set: ArcSwap<BackendSet>,
-    next: AtomicUsize,
+    set: ArcSwap<Snapshot>,
+    algorithm: Algorithm,
+    slow_start_ms: u64,
 }
 
 impl Pool {
-    /// A pool over these targets, all healthy until probed.
+    /// A round-robin pool over these targets, all healthy until probed.
     pub fn new(targets: impl IntoIterator<Item = Target>) -> Pool {
+        Pool::with_policy(
+            targets.into_iter().map(|t| (t, 1)),
+            Algorithm::RoundRobin,
+            Duration::ZERO,
+        )
+    }
+
+    /// A pool over weighted targets with `algorithm`, and a slow start of `slow_start` for
+    /// backends coming back (zero: none).
+    pub fn with_policy(
+        targets: impl IntoIterator<Item = (Target, u32)>,
+        algorithm: Algorithm,
+        slow_start: Duration,
+    ) -> Pool {
         let set: BackendSet = targets
             .into_iter()
-            .map(|t| Arc::new(Backend::new(t)))
+            .map(|(t, w)| Arc::new(Backend::weighted(t, w)))
             .collect();
         Pool {
-            set: ArcSwap::from_pointee(set),
-            next: AtomicUsize::new(0),
+            set: ArcSwap::from_pointee(Snapshot {
+                select: select::build(algorithm, &set),
+                backends: set,
+            }),
+            algorithm,
+            slow_start_ms: slow_start.as_millis() as u64,
         }
     }
 
     /// The current set (a cheap, lock-free load).
-    pub fn snapshot(&self) -> Arc<BackendSet> {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.set.load_full()
     }
 
-    /// Replaces the set atomically; requests already routed keep their backend.
+    /// Replaces the set atomically (rebuilding the algorithm's tables once, here); requests
+    /// already routed keep their backend.
     pub fn replace(&self, set: BackendSet) {
-        self.set.store(Arc::new(set));
+        self.set.store(Arc::new(Snapshot {
+            select: select::build(self.algorithm, &set),
+            backends: set,
+        }));
+    }
+
+    /// The selection algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// Number of backends that may take traffic now.
     pub fn healthy_count(&self) -> usize {
-        self.set.load().iter().filter(|b| b.is_healthy()).count()
+        self.set.load().iter().filter(|b| b.is_routable()).count()
     }
 
-    /// Round robin over the healthy backends: the first item is this request's pick, the rest
-    /// are fallbacks in ring order, each backend at most once. Health is re-checked as the
-    /// iterator advances, so a backend marked down mid-request is skipped.
+    /// Candidates for a request without a hash key, with thread-local randomness.
     pub fn candidates(&self) -> Candidates {
+        self.pick(None, &mut fastrand::Rng::new())
+    }
+
+    /// Ordered candidates for one request: the algorithm's pick first, then the other backends
+    /// in ring order, each at most once. Routability is re-checked as the iterator advances,
+    /// so a backend marked down or ejected mid-request is skipped.
+    pub fn pick(&self, key: Option<u64>, rng: &mut fastrand::Rng) -> Candidates {
         let set = self.set.load_full();
-        let healthy = set.iter().filter(|b| b.is_healthy()).count();
-        let start = if healthy == 0 {
-            0
-        } else {
-            let k = self.next.fetch_add(1, Relaxed) % healthy;
-            // Position of the k-th healthy backend: spreads evenly over the healthy ones,
-            // instead of giving a down backend's turn to its neighbour.
-            set.iter()
-                .enumerate()
-                .filter(|(_, b)| b.is_healthy())
-                .nth(k)
-                .map_or(0, |(i, _)| i)
-        };
+        let mut pick = Pick { key, rng };
+        let mut start = set.select.first(&set, &mut pick).unwrap_or(0);
+        if self.slow_start_ms != 0 {
+            start = self.warm_up(&set, start, pick.rng);
+        }
         Candidates {
             set,
             start,
             offset: 0,
         }
     }
+
+    /// Slow start: a backend still ramping up keeps its pick with probability equal to its
+    /// warmth, otherwise the next routable one takes it (the ramping one stays a fallback).
+    fn warm_up(&self, set: &Snapshot, start: usize, rng: &mut fastrand::Rng) -> usize {
+        let Some(b) = set.get(start) else {
+            return start;
+        };
+        let warmth = b.warmth(clock::now_ms(), self.slow_start_ms);
+        if warmth >= 1.0 || rng.f64() < warmth {
+            return start;
+        }
+        let n = set.len();
+        (1..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| set[i].is_routable())
+            .unwrap_or(start)
+    }
 }
 
-/// Ordered candidates for one request, from [`Pool::candidates`].
+/// Ordered candidates for one request, from [`Pool::pick`].
 pub struct Candidates {
-    set: Arc<BackendSet>,
+    set: Arc<Snapshot>,
     start: usize,
     offset: usize,
 }
@@ -87,7 +145,7 @@ impl Iterator for Candidates {
         while self.offset < n {
             let b = &self.set[(self.start + self.offset) % n];
             self.offset += 1;
-            if b.is_healthy() {
+            if b.is_routable() {
                 return Some(b.clone());
             }
         }
@@ -149,6 +207,47 @@ mod tests {
         }
         assert!(p.candidates().next().is_none());
         assert_eq!(p.healthy_count(), 0);
+    }
+
+    #[test]
+    fn ejected_backends_are_skipped() {
+        let p = pool(2);
+        p.snapshot()[0].try_eject(0, u64::MAX, 1);
+        assert!(p.candidates().all(|b| b.target.port == 2));
+        assert_eq!(p.healthy_count(), 1);
+    }
+
+    #[test]
+    fn weighted_pool_from_targets() {
+        let p = Pool::with_policy(
+            [
+                (Target::parse(":1").unwrap(), 3),
+                (Target::parse(":2").unwrap(), 1),
+            ],
+            Algorithm::Weighted,
+            Duration::ZERO,
+        );
+        let mut counts = [0; 2];
+        for _ in 0..400 {
+            counts[pick(&p) as usize - 1] += 1;
+        }
+        assert_eq!(counts, [300, 100]);
+    }
+
+    #[test]
+    fn slow_start_ramps_a_returning_backend() {
+        let p = Pool::with_policy(
+            (1..=2).map(|i| (Target::parse(&format!(":{i}")).unwrap(), 1)),
+            Algorithm::RoundRobin,
+            Duration::from_secs(3600),
+        );
+        p.snapshot()[1].came_up(clock::now_ms());
+        let mut rng = fastrand::Rng::with_seed(3);
+        let second = (0..2000)
+            .filter(|_| p.pick(None, &mut rng).next().unwrap().target.port == 2)
+            .count();
+        // Just back: about the floor share (10%) of its half instead of the half.
+        assert!((50..200).contains(&second), "{second}");
     }
 
     #[test]
