@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::core::addr::{parse_listen_host, parse_port_range, Target};
-use crate::core::units::{parse_count, parse_duration};
+use crate::core::addr::{
+    parse_listen_host, parse_port_range, parse_weighted, Target, WeightedTarget,
+};
+use crate::core::select::hash::HashKey;
+use crate::core::select::Algorithm;
+use crate::core::units::{parse_count, parse_duration, parse_size};
 
 /// lbx: an HTTP load balancer, demo backend, health probe and load generator in one binary.
 #[derive(Parser, Debug)]
@@ -57,6 +61,32 @@ pub enum Command {
 
 fn target(s: &str) -> Result<Target, String> {
     Target::parse(s)
+}
+
+fn weighted(s: &str) -> Result<WeightedTarget, String> {
+    parse_weighted(s)
+}
+
+fn hash_key(s: &str) -> Result<HashKey, String> {
+    HashKey::parse(s)
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+/// Parses a request rate: `100/s`, `6000/m` or a bare `100` (per second).
+fn per_second(s: &str) -> Result<f64, String> {
+    let (num, per) = match s.trim().split_once('/') {
+        Some((n, "s")) => (n, 1.0),
+        Some((n, "m")) => (n, 60.0),
+        Some(_) => return Err(format!("'{s}' is not a rate (try 100/s or 6000/m)")),
+        None => (s.trim(), 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v / per),
+        _ => Err(format!("'{s}' is not a rate above 0 (try 100/s or 6000/m)")),
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -115,9 +145,10 @@ pub struct ServeArgs {
 /// Options for `lbx balance`.
 #[derive(Args, Debug, Clone)]
 pub struct BalanceArgs {
-    /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003.
-    #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required = true, value_parser = target)]
-    pub backends: Vec<Target>,
+    /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
+    /// weight (weighted and least-conn use it).
+    #[arg(short, long = "backend", value_name = "ADDR[=WEIGHT]", value_delimiter = ',', required = true, value_parser = weighted)]
+    pub backends: Vec<WeightedTarget>,
     /// Port to listen on; 0 picks a free port.
     #[arg(short, long, default_value_t = 8080)]
     pub port: u16,
@@ -148,6 +179,42 @@ pub struct BalanceArgs {
     /// Worker threads, each with its own listener and backend connections (default: cores).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub workers: Option<usize>,
+    /// How requests are spread over backends.
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = Algorithm::RoundRobin)]
+    pub algorithm: Algorithm,
+    /// What `--algorithm hash` hashes: ip, header:NAME or cookie:NAME.
+    #[arg(long, value_name = "KEY", default_value = "ip", value_parser = hash_key)]
+    pub hash_key: HashKey,
+    /// Failed requests in a row (connect errors, timeouts, 5xx) that eject a backend for 30s,
+    /// doubling with each ejection up to 5m; 0 turns passive health checking off.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub eject_after: u32,
+    /// Time over which a backend coming back ramps up to its full share; 0 is off.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub slow_start: Duration,
+    /// Times a failed idempotent request is retried on another backend (within a budget of 20%
+    /// of requests plus 10/s).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+    /// Time a backend has to send its response head; beyond it the client gets 504.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub response_timeout: Duration,
+    /// Time a client has to send its first request head on a new connection (slowloris).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// Time a client keep-alive connection may sit idle before the next request head.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Client connections open at once; beyond it new ones wait in the accept queue.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub max_connections: Option<usize>,
+    /// Largest request body, e.g. 64k or 10m; beyond it the client gets 413.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_body: Option<u64>,
+    /// Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond
+    /// it the client gets 429 with Retry-After.
+    #[arg(long, value_name = "N/s", value_parser = per_second)]
+    pub rate_limit: Option<f64>,
 }
 
 /// Options for `lbx check`.

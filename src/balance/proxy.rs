@@ -1,6 +1,8 @@
-//! Forwarding one request: rewrite headers (hop-by-hop out, X-Forwarded-* in), pick a backend,
-//! fail over on connect errors, and stream the response back unchanged.
+//! Forwarding one request: apply the limits, rewrite headers (hop-by-hop out, X-Forwarded-* in),
+//! pick candidates, fail over on connect errors, retry idempotent requests within the budget,
+//! feed passive health, and stream the response back unchanged.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,13 +13,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
+use super::limits::{retry_after_secs, RateLimiter};
+use super::policy::RetryBudget;
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
 use crate::core::backend::Backend;
 use crate::core::client::{classify, ErrorKind};
+use crate::core::clock;
+use crate::core::select::Algorithm;
 
 /// What the balancer answers with: the backend's body, or a short local one.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
@@ -28,6 +34,12 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     /// This worker's idle backend connections.
     pub conns: Rc<ConnPool>,
+    /// This worker's randomness for selection (seedable in tests).
+    pub rng: RefCell<fastrand::Rng>,
+    /// This worker's share of the retry budget.
+    pub budget: RefCell<RetryBudget>,
+    /// This worker's per-client token buckets, when `--rate-limit` is set.
+    pub limiter: Option<RefCell<RateLimiter>>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -141,6 +153,95 @@ fn mark_down(b: &Backend, why: &str) {
     }
 }
 
+/// Feeds a failed request (timeout, reset, 5xx) to passive health; logs and counts an ejection
+/// once, from the request that caused it.
+fn failed(shared: &Shared, b: &Backend) {
+    let outlier = &shared.policy.outlier;
+    if outlier.eject_after == 0 {
+        return;
+    }
+    let set = shared.pool.snapshot();
+    if let Some(time) = outlier.on_failure(b, &set, clock::now_ms()) {
+        shared.stats.ejections.fetch_add(1, Relaxed);
+        crate::term::warn(&format!(
+            "backend {} ejected for {}s ({} failed requests in a row; health checks may still pass)",
+            b.target,
+            time.as_secs(),
+            outlier.eject_after
+        ));
+    }
+}
+
+/// How the last attempt at a backend failed after the request was sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The backend reset or closed before a response head.
+    Reset,
+    /// No response head within `--response-timeout`.
+    Timeout,
+}
+
+fn failure_response(f: Failure, tries: u32) -> Response<ProxyBody> {
+    match (f, tries) {
+        (Failure::Timeout, _) => local(
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 gateway timeout: the backend did not answer in time\n",
+        ),
+        (Failure::Reset, 1) => local(
+            StatusCode::BAD_GATEWAY,
+            "502 bad gateway: the backend failed before answering\n",
+        ),
+        (Failure::Reset, _) => local(
+            StatusCode::BAD_GATEWAY,
+            "502 bad gateway: every backend tried failed before answering\n",
+        ),
+    }
+}
+
+/// A limit the request is over, answered before any backend is picked.
+fn over_limits(w: &Worker, peer: SocketAddr, parts: &Parts) -> Option<Response<ProxyBody>> {
+    if let Some(limiter) = &w.limiter {
+        let now = tokio::time::Instant::now().into_std();
+        if let Err(wait) = limiter.borrow_mut().check(peer.ip(), now) {
+            w.shared.stats.rate_limited.fetch_add(1, Relaxed);
+            let mut r = local(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429 too many requests: slow down\n",
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+            return Some(r);
+        }
+    }
+    let max = w.shared.policy.max_body?;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    (declared? > max).then(too_large)
+}
+
+fn too_large() -> Response<ProxyBody> {
+    local(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "413 content too large: the request body is over the limit\n",
+    )
+}
+
+/// Whether a failed send was the request body going over `--max-body` mid-stream.
+fn body_too_large(e: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Serves one client request.
 pub async fn handle(
     w: Rc<Worker>,
@@ -148,23 +249,54 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    let shared = &w.shared;
+    let policy = &shared.policy;
+    if let Some(refused) = over_limits(&w, peer, &parts) {
+        return Ok(refused);
+    }
+    let key = match policy.algorithm {
+        Algorithm::Hash => policy.hash_key.of(&parts.headers, peer),
+        _ => None,
+    };
     prepare(&mut parts, peer);
     // A request without a body can be re-sent elsewhere if a backend fails before answering.
     let bodiless = body.is_end_stream();
     let retry_parts = (bodiless && idempotent(&parts.method)).then(|| clone_parts(&parts));
+    let limit = policy
+        .max_body
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
     let mut pending: Option<Request<UpBody>> = Some(Request::from_parts(
         parts,
         if bodiless {
             Either::Right(Empty::new())
         } else {
-            Either::Left(body)
+            Either::Left(Limited::new(body, limit))
         },
     ));
-    let shared = &w.shared;
-    let mut failed_after_send = false;
-    for backend in shared.pool.candidates() {
-        // Two tries per backend: a pooled connection the backend had already closed is
-        // replaced by a fresh one.
+    w.budget.borrow_mut().deposit();
+    let track_latency = policy.algorithm.needs_latency();
+    let candidates = shared.pool.pick(key, &mut w.rng.borrow_mut());
+    // Attempts that reached a backend and failed there; each after the first is a retry.
+    let mut tries = 0u32;
+    let mut paid = 0u32; // failures a retry has been granted for
+    let mut last_failure: Option<Failure> = None;
+    for backend in candidates {
+        if let Some(f) = last_failure.filter(|_| paid < tries) {
+            // The request was sent and failed: only an idempotent, bodiless one goes again,
+            // and only within --retries and the budget. Candidates never repeat a backend.
+            let allowed = retry_parts.is_some()
+                && tries <= policy.retries
+                && w.budget
+                    .borrow_mut()
+                    .withdraw(tokio::time::Instant::now().into_std());
+            if !allowed {
+                return Ok(failure_response(f, tries));
+            }
+            paid = tries;
+            shared.stats.retries.fetch_add(1, Relaxed);
+        }
+        // Two tries per backend: a pooled connection the backend had already closed (the
+        // request unsent) is replaced by a fresh one.
         for fresh in [false, true] {
             let req = match pending.take() {
                 Some(r) => r,
@@ -189,52 +321,65 @@ pub async fn handle(
                 Err(e) => {
                     mark_down(&backend, e.kind.as_str());
                     pending = Some(req);
-                    break; // next backend
+                    break; // next backend: nothing was sent
                 }
             };
             backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
-            match conn.try_send_request(req).await {
-                Ok(resp) => {
+            let sent_at = track_latency.then(clock::now_us);
+            let sent =
+                tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
+            match sent {
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        failed(shared, &backend);
+                    } else {
+                        backend.record_success();
+                    }
+                    if let Some(t0) = sent_at {
+                        let now = clock::now_us();
+                        backend.observe_rtt(now.saturating_sub(t0) as f64, now);
+                    }
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     let body =
                         UpstreamBody::new(rbody, w.conns.clone(), backend.id, conn, in_flight);
                     return Ok(Response::from_parts(rparts, Either::Left(body)));
                 }
-                Err(mut e) => {
-                    backend.errors.fetch_add(1, Relaxed);
+                Ok(Err(mut e)) => {
                     if let Some(unsent) = e.take_message() {
                         pending = Some(unsent);
                         if reused {
                             continue; // stale pooled connection: same backend, fresh one
                         }
+                        backend.errors.fetch_add(1, Relaxed);
                         break;
                     }
-                    failed_after_send = true;
-                    let kind = classify(&e.into_error());
-                    if retry_parts.is_none() {
-                        return Ok(local(
-                            StatusCode::BAD_GATEWAY,
-                            if kind == ErrorKind::RequestTimeout {
-                                "502 bad gateway: the backend timed out\n"
-                            } else {
-                                "502 bad gateway: the backend failed before answering\n"
-                            },
-                        ));
+                    let e = e.into_error();
+                    if body_too_large(&e) {
+                        return Ok(too_large());
                     }
-                    if !reused {
-                        break; // a fresh connection failed too: try the next backend
+                    backend.errors.fetch_add(1, Relaxed);
+                    failed(shared, &backend);
+                    tries += 1;
+                    last_failure = Some(Failure::Reset);
+                    if classify(&e) == ErrorKind::RequestTimeout {
+                        last_failure = Some(Failure::Timeout);
                     }
+                    break; // never the same backend twice in a row
+                }
+                Err(_elapsed) => {
+                    backend.errors.fetch_add(1, Relaxed);
+                    failed(shared, &backend);
+                    tries += 1;
+                    last_failure = Some(Failure::Timeout);
+                    break;
                 }
             }
         }
     }
-    if failed_after_send {
-        return Ok(local(
-            StatusCode::BAD_GATEWAY,
-            "502 bad gateway: every backend failed before answering\n",
-        ));
+    if let Some(f) = last_failure {
+        return Ok(failure_response(f, tries));
     }
     Ok(local(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -135,6 +135,40 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// A backend address with its weight, as `-b :9001=3` gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightedTarget {
+    /// The address.
+    pub target: Target,
+    /// Its relative share, 1 when not given.
+    pub weight: u32,
+}
+
+/// Largest weight accepted.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// Parses `ADDR` or `ADDR=WEIGHT` (weight 1 to 1000). [`Target::parse`] itself rejects `=`.
+pub fn parse_weighted(input: &str) -> Result<WeightedTarget, String> {
+    let (addr, weight) = match input.rsplit_once('=') {
+        Some((addr, w)) => {
+            let weight = w
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                .ok_or_else(|| {
+                    format!("'{input}': weight '{w}' is not a whole number from 1 to {MAX_WEIGHT}")
+                })?;
+            (addr, weight)
+        }
+        None => (input, 1),
+    };
+    Ok(WeightedTarget {
+        target: Target::parse(addr)?,
+        weight,
+    })
+}
+
 /// Splits `host:port`, `[v6]:port`, `:port` or a bare host.
 fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
     if let Some(rest) = s.strip_prefix('[') {
@@ -256,6 +290,18 @@ mod tests {
             assert!(!e.is_empty(), "{bad}");
         }
         assert!(Target::parse(":abc").unwrap_err().contains("abc"));
+    }
+
+    #[test]
+    fn weights() {
+        let w = parse_weighted(":9001=3").unwrap();
+        assert_eq!((w.target.port, w.weight), (9001, 3));
+        assert_eq!(parse_weighted("http://h:80").unwrap().weight, 1);
+        for bad in [":9001=0", ":9001=x", ":9001=", ":9001=1001", "=3"] {
+            let e = parse_weighted(bad).unwrap_err();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
+        }
+        assert!(Target::parse(":9001=3").is_err());
     }
 
     #[test]

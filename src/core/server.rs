@@ -1,9 +1,11 @@
 //! Serving side shared by `serve` and `balance`: SO_REUSEPORT listeners, one current-thread
 //! runtime per worker (no cross-core locks), HTTP/1.1 connections with graceful shutdown.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Listen backlog: sized for connection bursts (the kernel caps it at somaxconn).
 const BACKLOG: i32 = 4096;
@@ -143,10 +145,17 @@ impl Workers {
 /// HTTP/1.1 connection settings.
 #[derive(Clone, Debug)]
 pub struct ConnOptions {
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head. Without `idle_timeout` it covers
+    /// every request, keep-alive waits included; with it, only a new connection's first.
     pub header_timeout: Duration,
     /// How long to wait for in-flight requests at shutdown.
     pub grace: Duration,
+    /// Time a keep-alive connection may wait for its next request head (hyper's header read
+    /// timer starts when a connection goes idle, so this bounds idle time plus head time).
+    pub idle_timeout: Option<Duration>,
+    /// Connections this accept loop keeps open at once; beyond it, it stops accepting and new
+    /// connections wait in the kernel's accept queue.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ConnOptions {
@@ -154,7 +163,46 @@ impl Default for ConnOptions {
         ConnOptions {
             header_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(10),
+            idle_timeout: None,
+            max_connections: None,
         }
+    }
+}
+
+/// Open-connection count of one accept loop, and a wake-up for when one closes.
+#[derive(Default)]
+struct Slots {
+    open: Cell<usize>,
+    freed: Notify,
+}
+
+/// Releases a connection's slot when its task ends.
+struct Slot(Rc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.freed.notify_one();
+    }
+}
+
+/// Wraps a service to note that a connection's first request head has arrived.
+struct FirstRequest<S> {
+    inner: S,
+    seen: Rc<Cell<bool>>,
+}
+
+impl<S, R> Service<R> for FirstRequest<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.seen.set(true);
+        self.inner.call(req)
     }
 }
 
@@ -183,10 +231,20 @@ pub async fn accept_loop<M, S, B>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_timeout)
+        .header_read_timeout(opts.idle_timeout.unwrap_or(opts.header_timeout))
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
-    loop {
+    let slots = Rc::new(Slots::default());
+    'accept: loop {
+        if let Some(max) = opts.max_connections {
+            while slots.open.get() >= max {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break 'accept,
+                    _ = slots.freed.notified() => {}
+                }
+            }
+        }
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -203,9 +261,28 @@ pub async fn accept_loop<M, S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), make(peer));
+                slots.open.set(slots.open.get() + 1);
+                let slot = Slot(slots.clone());
+                let seen = Rc::new(Cell::new(false));
+                let service = FirstRequest { inner: make(peer), seen: seen.clone() };
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
+                let first_head = opts.idle_timeout.map(|_| opts.header_timeout);
                 tokio::task::spawn_local(async move {
+                    let _slot = slot;
+                    tokio::pin!(conn);
+                    if let Some(limit) = first_head {
+                        // Slowloris: the first request head must be complete in time; later
+                        // ones are bounded by hyper's timer (the idle timeout).
+                        tokio::select! {
+                            _ = &mut conn => return,
+                            _ = tokio::time::sleep(limit) => {
+                                if !seen.get() {
+                                    return; // dropping the connection closes it
+                                }
+                            }
+                        }
+                    }
                     let _ = conn.await;
                 });
             }
