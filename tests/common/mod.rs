@@ -316,3 +316,68 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Counts `x-server-id` values over `n` sequential GETs of `/` with `headers`; every answer
+/// must be a 200.
+pub fn spread(
+    addr: SocketAddr,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..n {
+        let r = request(addr, "GET", "/", headers, b"").expect("request");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        let id = r.header("x-server-id").unwrap_or("?").to_string();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A raw backend that answers `/healthcheck` with 200 but reads any other request head and
+/// closes the connection without a response (a backend failing mid-request). Counts those.
+pub struct Resetter {
+    pub addr: SocketAddr,
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Resetter {
+    /// Starts it on a free port of 127.0.0.1 (the thread ends with the test process).
+    pub fn start() -> Resetter {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let dropped = std::sync::Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if head.starts_with(b"GET /healthcheck ") {
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        );
+                    } else {
+                        d.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Resetter { addr, dropped }
+    }
+
+    /// Requests it has dropped so far.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
