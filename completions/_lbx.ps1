@@ -48,8 +48,8 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             break
         }
         'lbx;balance' {
-            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003')
-            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003')
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it)')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it)')
             [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Port to listen on; 0 picks a free port')
             [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on; 0 picks a free port')
             [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on')
@@ -61,8 +61,19 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Time to connect to a backend')
             [CompletionResult]::new('--grace', '--grace', [CompletionResultType]::ParameterName, 'At shutdown, how long in-flight requests may take to finish')
             [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker threads, each with its own listener and backend connections (default: cores)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--algorithm', '--algorithm', [CompletionResultType]::ParameterName, 'How requests are spread over backends')
+            [CompletionResult]::new('--hash-key', '--hash-key', [CompletionResultType]::ParameterName, 'What `--algorithm hash` hashes: ip, header:NAME or cookie:NAME')
+            [CompletionResult]::new('--eject-after', '--eject-after', [CompletionResultType]::ParameterName, 'Failed requests in a row (connect errors, timeouts, 5xx) that eject a backend for 30s, doubling with each ejection up to 5m; 0 turns passive health checking off')
+            [CompletionResult]::new('--slow-start', '--slow-start', [CompletionResultType]::ParameterName, 'Time over which a backend coming back ramps up to its full share; 0 is off')
+            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Times a failed idempotent request is retried on another backend (within a budget of 20% of requests plus 10/s)')
+            [CompletionResult]::new('--response-timeout', '--response-timeout', [CompletionResultType]::ParameterName, 'Time a backend has to send its response head; beyond it the client gets 504')
+            [CompletionResult]::new('--header-timeout', '--header-timeout', [CompletionResultType]::ParameterName, 'Time a client has to send its first request head on a new connection (slowloris)')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Time a client keep-alive connection may sit idle before the next request head')
+            [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Client connections open at once; beyond it new ones wait in the accept queue')
+            [CompletionResult]::new('--max-body', '--max-body', [CompletionResultType]::ParameterName, 'Largest request body, e.g. 64k or 10m; beyond it the client gets 413')
+            [CompletionResult]::new('--rate-limit', '--rate-limit', [CompletionResultType]::ParameterName, 'Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond it the client gets 429 with Retry-After')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break

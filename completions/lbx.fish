@@ -40,7 +40,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand serve" -l fail-rate -d 'Share of
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l workers -d 'Worker threads (default: available cores)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s p -l port -d 'Port to listen on; 0 picks a free port' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l host -d 'Address to listen on' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l interval -d 'Time between health checks' -r
@@ -51,7 +51,23 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l fall -d 'Failed chec
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l connect-timeout -d 'Time to connect to a backend' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l grace -d 'At shutdown, how long in-flight requests may take to finish' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l workers -d 'Worker threads, each with its own listener and backend connections (default: cores)' -r
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l algorithm -d 'How requests are spread over backends' -r -f -a "round-robin\t'Each routable backend in turn'
+weighted\t'Smooth weighted round robin (nginx\'s): shares follow `:PORT=WEIGHT`, without bursts'
+least-conn\t'Fewest requests in flight (per weight), ties in turn'
+p2c\t'Power of two random choices by peak-EWMA latency times requests in flight'
+hash\t'Consistent hashing of `--hash-key` over a Maglev table'
+random\t'Uniformly at random'"
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l hash-key -d 'What `--algorithm hash` hashes: ip, header:NAME or cookie:NAME' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l eject-after -d 'Failed requests in a row (connect errors, timeouts, 5xx) that eject a backend for 30s, doubling with each ejection up to 5m; 0 turns passive health checking off' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l slow-start -d 'Time over which a backend coming back ramps up to its full share; 0 is off' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l retries -d 'Times a failed idempotent request is retried on another backend (within a budget of 20% of requests plus 10/s)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l response-timeout -d 'Time a backend has to send its response head; beyond it the client gets 504' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l header-timeout -d 'Time a client has to send its first request head on a new connection (slowloris)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l idle-timeout -d 'Time a client keep-alive connection may sit idle before the next request head' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-connections -d 'Client connections open at once; beyond it new ones wait in the accept queue' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-body -d 'Largest request body, e.g. 64k or 10m; beyond it the client gets 413' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l rate-limit -d 'Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond it the client gets 429 with Retry-After' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Health check path' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l timeout -d 'Time allowed for each probe, connect included' -r

@@ -147,7 +147,7 @@ pub struct ServeArgs {
 pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
     /// weight (weighted and least-conn use it).
-    #[arg(short, long = "backend", value_name = "ADDR[=WEIGHT]", value_delimiter = ',', required = true, value_parser = weighted)]
+    #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required = true, value_parser = weighted)]
     pub backends: Vec<WeightedTarget>,
     /// Port to listen on; 0 picks a free port.
     #[arg(short, long, default_value_t = 8080)]
