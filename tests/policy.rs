@@ -152,6 +152,17 @@ fn a_get_is_retried_but_a_post_is_not() {
         dropped >= 1,
         "round robin sent no GET to the resetting backend"
     );
+    // A small body of an idempotent request is held so the request can go again.
+    for _ in 0..4 {
+        let r = request(lb.addr(), "PUT", "/echo", &[], b"hello").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("\"body_len\":5"), "{}", r.text());
+    }
+    assert!(
+        bad.dropped() > dropped,
+        "no PUT reached the resetting backend"
+    );
+    let dropped = bad.dropped();
     let mut posts = Vec::new();
     for _ in 0..4 {
         posts.push(
@@ -305,6 +316,21 @@ fn a_slow_request_head_is_cut_off() {
         ),
     }
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--idle-timeout", "300ms", "--workers", "1"]);
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive, then closed by lbx once idle: end of stream well before our read timeout.
+    let end = c.read(&mut buf);
+    assert!(matches!(end, Ok(0)), "{end:?}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
 use super::limits::{retry_after_secs, RateLimiter};
@@ -141,6 +141,10 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+/// Largest declared body of an idempotent request that is read in full before it is sent, so
+/// the request can be retried on another backend.
+const RETRY_BUFFER: u64 = 64 * 1024;
+
 /// Takes a backend out after a failed connect; logs only the change.
 fn mark_down(b: &Backend, why: &str) {
     b.errors.fetch_add(1, Relaxed);
@@ -216,11 +220,11 @@ fn over_limits(w: &Worker, peer: SocketAddr, parts: &Parts) -> Option<Response<P
         }
     }
     let max = w.shared.policy.max_body?;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    (declared? > max).then(too_large)
+    (content_length(&parts.headers)? > max).then(too_large)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn too_large() -> Response<ProxyBody> {
@@ -260,17 +264,39 @@ pub async fn handle(
     };
     prepare(&mut parts, peer);
     // A request without a body can be re-sent elsewhere if a backend fails before answering.
-    let bodiless = body.is_end_stream();
-    let retry_parts = (bodiless && idempotent(&parts.method)).then(|| clone_parts(&parts));
     let limit = policy
         .max_body
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let body = Limited::new(body, limit);
+    // A request without a body, or an idempotent one with a small declared body (read first),
+    // can be re-sent elsewhere if a backend fails before answering.
+    let buffered: Result<Bytes, _> = if body.is_end_stream() {
+        Ok(Bytes::new())
+    } else if idempotent(&parts.method)
+        && content_length(&parts.headers).is_some_and(|n| n <= RETRY_BUFFER)
+    {
+        match body.collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => return Ok(too_large()),
+            Err(_) => {
+                return Ok(local(
+                    StatusCode::BAD_REQUEST,
+                    "400 bad request: the request body ended early\n",
+                ))
+            }
+        }
+    } else {
+        Err(body) // streamed as it arrives
+    };
+    let retry_parts = match &buffered {
+        Ok(b) if idempotent(&parts.method) => Some((clone_parts(&parts), b.clone())),
+        _ => None,
+    };
     let mut pending: Option<Request<UpBody>> = Some(Request::from_parts(
         parts,
-        if bodiless {
-            Either::Right(Empty::new())
-        } else {
-            Either::Left(Limited::new(body, limit))
+        match buffered {
+            Ok(b) => Either::Right(Full::new(b)),
+            Err(streaming) => Either::Left(streaming),
         },
     ));
     w.budget.borrow_mut().deposit();
@@ -282,7 +308,7 @@ pub async fn handle(
     let mut last_failure: Option<Failure> = None;
     for backend in candidates {
         if let Some(f) = last_failure.filter(|_| paid < tries) {
-            // The request was sent and failed: only an idempotent, bodiless one goes again,
+            // The request was sent and failed: only an idempotent, buffered one goes again,
             // and only within --retries and the budget. Candidates never repeat a backend.
             let allowed = retry_parts.is_some()
                 && tries <= policy.retries
@@ -301,7 +327,9 @@ pub async fn handle(
             let req = match pending.take() {
                 Some(r) => r,
                 None => match &retry_parts {
-                    Some(p) => Request::from_parts(clone_parts(p), Either::Right(Empty::new())),
+                    Some((p, b)) => {
+                        Request::from_parts(clone_parts(p), Either::Right(Full::new(b.clone())))
+                    }
                     None => break,
                 },
             };

@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty, Limited};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 
 use crate::core::backend::Backend;
 use crate::core::client::{handshake, ConnectError, Dialer};
 
-/// The body lbx sends upstream: the client's streaming body (cut off at `--max-body`), or
-/// nothing (so bodiless requests can be re-sent to another backend).
-pub type UpBody = Either<Limited<Incoming>, Empty<Bytes>>;
+/// The body lbx sends upstream: the client's streaming body (cut off at `--max-body`), or a
+/// buffered one, possibly empty (so the request can be re-sent to another backend).
+pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
 
 /// An HTTP/1.1 connection to one backend.
 pub type Conn = SendRequest<UpBody>;
