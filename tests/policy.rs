@@ -286,7 +286,8 @@ fn rate_limit_gives_429_with_retry_after() {
     let lb = balance(&[s.addr()], &["--rate-limit", "5/s", "--workers", "1"]);
     let statuses: Vec<Resp> = (0..20).map(|_| get(lb.addr(), "/").unwrap()).collect();
     let ok = statuses.iter().filter(|r| r.status == 200).count();
-    assert!((5..=8).contains(&ok), "burst of 5 plus refill: {ok}");
+    // A burst of 5, plus what refills at 5/s while the 20 requests run.
+    assert!((5..=12).contains(&ok), "{ok} of 20 allowed");
     let limited = statuses.iter().find(|r| r.status == 429).expect("a 429");
     let after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!(after >= 1);

@@ -163,11 +163,18 @@ impl Backend {
         self.rtt.store(next.to_bits(), Relaxed);
     }
 
-    /// Peak-EWMA load: the latency estimate times the requests it would then have in flight.
+    /// Peak-EWMA load at clock time `now_us`: the latency estimate times the requests it would
+    /// then have in flight. The estimate decays toward zero while no response arrives (as
+    /// tower's does), so a backend that was slow once is tried again later, not starved forever.
     #[inline]
-    pub fn load_cost(&self) -> f64 {
+    pub fn load_cost(&self, now_us: u64) -> f64 {
         let rtt = f64::from_bits(self.rtt.load(Relaxed));
-        let rtt = if rtt > 0.0 { rtt } else { DEFAULT_RTT_US };
+        let rtt = if rtt > 0.0 {
+            let idle = now_us.saturating_sub(self.rtt_at.load(Relaxed)) as f64;
+            rtt * (-idle / RTT_DECAY_US).exp()
+        } else {
+            DEFAULT_RTT_US
+        };
         rtt * (self.in_flight.load(Relaxed) + 1) as f64
     }
 }
@@ -203,6 +210,18 @@ mod tests {
         assert!(d < 20.0 && d > 10.0, "{d}");
         let far = peak_ewma(20.0, 10.0, 1e9, 10.0);
         assert!((far - 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn an_unobserved_estimate_decays() {
+        let b = Backend::new(Target::parse(":1").unwrap());
+        assert_eq!(b.load_cost(5), DEFAULT_RTT_US);
+        b.observe_rtt(20_000.0, 1_000);
+        assert_eq!(b.load_cost(1_000), 20_000.0);
+        b.in_flight.store(1, Relaxed);
+        assert_eq!(b.load_cost(1_000), 40_000.0);
+        let later = b.load_cost(1_000 + 3 * RTT_DECAY_US as u64);
+        assert!(later < 40_000.0 * 0.06, "{later}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{nth_routable, Pick, Select};
 use crate::core::backend::Backend;
+use crate::core::clock::now_us;
 
 /// Stateless: the latency and load live on each backend.
 pub struct P2c;
@@ -22,11 +23,14 @@ impl Select for P2c {
             b += 1;
         }
         match (set[a].is_routable(), set[b].is_routable()) {
-            (true, true) => Some(if set[b].load_cost() < set[a].load_cost() {
-                b
-            } else {
-                a
-            }),
+            (true, true) => {
+                let now = now_us();
+                Some(if set[b].load_cost(now) < set[a].load_cost(now) {
+                    b
+                } else {
+                    a
+                })
+            }
             (true, false) => Some(a),
             (false, true) => Some(b),
             (false, false) => nth_routable(set, a),
@@ -38,7 +42,6 @@ impl Select for P2c {
 mod tests {
     use super::super::testutil::{set, spread};
     use super::*;
-    use crate::core::clock::now_us;
     use std::sync::atomic::Ordering::Relaxed;
 
     #[test]
