@@ -263,7 +263,6 @@ pub async fn handle(
         _ => None,
     };
     prepare(&mut parts, peer);
-    // A request without a body can be re-sent elsewhere if a backend fails before answering.
     let limit = policy
         .max_body
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));

@@ -251,6 +251,27 @@ mod tests {
     }
 
     #[test]
+    fn a_hashed_key_fails_over_in_ring_order_and_comes_back() {
+        let p = Pool::with_policy(
+            (1..=4).map(|i| (Target::parse(&format!(":{i}")).unwrap(), 1)),
+            Algorithm::Hash,
+            Duration::ZERO,
+        );
+        let mut rng = fastrand::Rng::with_seed(1);
+        let key = Some(select::hash::hash(b"alice", 0));
+        let order: Vec<u16> = p.pick(key, &mut rng).map(|b| b.target.port).collect();
+        assert_eq!(order.len(), 4);
+        let home = order[0];
+        for _ in 0..10 {
+            assert_eq!(p.pick(key, &mut rng).next().unwrap().target.port, home);
+        }
+        p.snapshot()[home as usize - 1].set_healthy(false);
+        assert_eq!(p.pick(key, &mut rng).next().unwrap().target.port, order[1]);
+        p.snapshot()[home as usize - 1].set_healthy(true);
+        assert_eq!(p.pick(key, &mut rng).next().unwrap().target.port, home);
+    }
+
+    #[test]
     fn replace_swaps_the_set() {
         let p = pool(2);
         p.replace(vec![Arc::new(Backend::new(Target::parse(":7").unwrap()))]);
