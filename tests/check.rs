@@ -208,3 +208,247 @@ fn many_targets_are_probed_at_once() {
     assert_eq!(v[40]["healthy"], true);
     assert_eq!(v.iter().filter(|r| r["healthy"] == false).count(), 40);
 }
+
+/// Waits (bounded) for a line from `rx` that satisfies `pred`; returns it, or panics with what
+/// arrived instead.
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if pred(&l) => return l,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no matching line within {limit:?}; saw {seen:?}"),
+        }
+    }
+}
+
+fn post(addr: std::net::SocketAddr, path: &str) {
+    assert_eq!(request(addr, "POST", path, &[], b"").unwrap().status, 200);
+}
+
+#[test]
+fn wait_healthy_succeeds_once_the_backend_starts() {
+    let port = closed_port().to_string();
+    let target = format!("127.0.0.1:{port}");
+    let args = ["check", "--wait-healthy", "--timeout", "20s", &target];
+    let mut waiter = Proc::start(&args, 0);
+    // Its first probe found nothing listening: the backend really starts during the wait.
+    wait_line(&waiter.errs, LIMIT, |l| {
+        l.contains(&target) && l.contains("DOWN")
+    });
+    assert_eq!(waiter.wait_exit(Duration::ZERO), None, "gave up too early");
+    let _backend = Proc::start(&["serve", "-p", &port, "--workers", "1"], 1);
+    assert_eq!(waiter.wait_exit(LIMIT), Some(0));
+    let out: Vec<String> = waiter.lines.try_iter().collect();
+    assert!(
+        out.iter()
+            .any(|l| l.contains(&target) && l.contains("healthy")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn wait_healthy_gives_up_when_time_runs_out() {
+    let target = format!(":{}", closed_port());
+    let o = check(&["--wait-healthy", "--timeout", "1s", &target]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("within 1s"), "{}", stderr(&o));
+}
+
+#[test]
+fn watch_prints_state_changes() {
+    let s = serve(1, &[]);
+    let addr = s.addr().to_string();
+    let args = [
+        "check", "--watch", "100ms", "--rise", "1", "--fall", "1", &addr,
+    ];
+    let w = Proc::start(&args, 0);
+    let up = wait_line(&w.lines, LIMIT, |l| l.contains(" UP"));
+    assert!(up.starts_with("20") && up.contains(&addr), "{up}");
+    post(s.addr(), "/healthcheck/fail");
+    let down = wait_line(&w.lines, LIMIT, |l| l.contains(" DOWN"));
+    assert!(down.contains("503"), "{down}");
+    post(s.addr(), "/healthcheck/pass");
+    wait_line(&w.lines, LIMIT, |l| l.contains(" UP"));
+}
+
+#[test]
+fn watch_json_is_ndjson_events() {
+    let s = serve(1, &[]);
+    let addr = s.addr().to_string();
+    let args = ["check", "--watch=100ms", "--fall", "2", "--json", &addr];
+    let w = Proc::start(&args, 0);
+    let parse = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap();
+    let first = parse(&wait_line(&w.lines, LIMIT, |_| true));
+    assert_eq!(
+        (first["event"].as_str(), first["healthy"].as_bool()),
+        (Some("up"), Some(true))
+    );
+    assert!(first["time"].is_string() && first["timings_ms"]["total"].is_number());
+    post(s.addr(), "/healthcheck/fail");
+    // Only changes are printed: the next line is the fall, not another "up".
+    let next = parse(&wait_line(&w.lines, LIMIT, |_| true));
+    assert_eq!(
+        (next["event"].as_str(), next["status"].as_u64()),
+        (Some("down"), Some(503))
+    );
+}
+
+mod tls {
+    //! A tiny HTTPS server with a certificate from a test CA made with rcgen.
+
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A running HTTPS server for `localhost` and the PEM file of its CA; both go on drop.
+    pub struct Server {
+        pub port: u16,
+        pub ca_file: PathBuf,
+        _rt: tokio::runtime::Runtime,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.ca_file);
+        }
+    }
+
+    pub fn start(tag: &str) -> Server {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "lbx test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+
+        let ca_file =
+            std::env::temp_dir().join(format!("lbx-check-{tag}-{}-ca.pem", std::process::id()));
+        let mut f = std::fs::File::create(&ca_file).unwrap();
+        f.write_all(ca.as_ref().pem().as_bytes()).unwrap();
+
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let resp: &[u8] = if head.starts_with(b"GET /healthcheck ") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    };
+                    let _ = tls.write_all(resp).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Server {
+            port,
+            ca_file,
+            _rt: rt,
+        }
+    }
+}
+
+#[test]
+fn https_verifies_against_cacert() {
+    let srv = tls::start("verify");
+    let url = format!("https://localhost:{}", srv.port);
+    let ca = srv.ca_file.to_str().unwrap();
+
+    let o = check(&[&url, "--cacert", ca, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v[0]["status"], 200);
+    assert!(
+        v[0]["timings_ms"]["tls"].as_f64().unwrap() > 0.0,
+        "{}",
+        v[0]
+    );
+    let cert = &v[0]["cert"];
+    assert!(
+        cert["subject"].as_str().unwrap().contains("localhost"),
+        "{cert}"
+    );
+    assert!(
+        cert["issuer"].as_str().unwrap().contains("lbx test CA"),
+        "{cert}"
+    );
+    assert!(cert["days_left"].as_i64().unwrap() > 14, "{cert}");
+    assert_eq!(cert["expiring_soon"], false);
+
+    // The same server is not trusted without the CA...
+    let o = check(&[&url]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("tls"), "{}", stdout(&o));
+    // ...unless verification is off.
+    assert_eq!(check(&[&url, "--insecure"]).status.code(), Some(0));
+}
+
+#[test]
+fn https_warns_before_the_certificate_expires() {
+    let srv = tls::start("warn");
+    let url = format!("https://localhost:{}", srv.port);
+    let ca = srv.ca_file.to_str().unwrap();
+    // rcgen's certificates last for centuries: a huge threshold makes this one "expiring".
+    let o = check(&[&url, "--cacert", ca, "--cert-warn-days", "10000000"]);
+    assert_eq!(o.status.code(), Some(0), "a warning is not a failure");
+    assert!(
+        stdout(&o).contains("certificate expires in"),
+        "{}",
+        stdout(&o)
+    );
+    let o = check(&[
+        &url,
+        "--cacert",
+        ca,
+        "--cert-warn-days",
+        "10000000",
+        "--json",
+    ]);
+    assert_eq!(json(&o)[0]["cert"]["expiring_soon"], true);
+}
