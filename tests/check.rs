@@ -91,6 +91,11 @@ fn bad_flags_exit_2_naming_the_value() {
         assert_eq!(o.status.code(), Some(2), "{flag} {value}");
         assert!(stderr(&o).contains(value), "{flag}: {}", stderr(&o));
     }
+    for (flag, value) in [("--timeout", "0s"), ("--connect-timeout", "0ms")] {
+        let o = check(&[":9", flag, value]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(stderr(&o).contains(flag), "{flag}: {}", stderr(&o));
+    }
     let o = check(&[":9", "--cacert", "/nonexistent/ca.pem"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/ca.pem"), "{}", stderr(&o));
@@ -268,7 +273,7 @@ fn watch_prints_state_changes() {
     let args = [
         "check", "--watch", "100ms", "--rise", "1", "--fall", "1", &addr,
     ];
-    let w = Proc::start(&args, 0);
+    let mut w = Proc::start(&args, 0);
     let up = wait_line(&w.lines, LIMIT, |l| l.contains(" UP"));
     assert!(up.starts_with("20") && up.contains(&addr), "{up}");
     post(s.addr(), "/healthcheck/fail");
@@ -276,6 +281,9 @@ fn watch_prints_state_changes() {
     assert!(down.contains("503"), "{down}");
     post(s.addr(), "/healthcheck/pass");
     wait_line(&w.lines, LIMIT, |l| l.contains(" UP"));
+    // Ctrl-C ends the watch; the exit status is the last state (all up).
+    w.signal("INT");
+    assert_eq!(w.wait_exit(LIMIT), Some(0));
 }
 
 #[test]

@@ -118,8 +118,16 @@ impl Plan {
             let text = serde_json::to_string_pretty(&arr).unwrap_or_else(|_| "[]".into());
             crate::term::out(&text);
         } else {
-            for line in report::table(rows, self.warn_days, crate::term::stdout_is_tty()) {
+            let tty = crate::term::stdout_is_tty();
+            for line in report::table(rows, self.warn_days, tty) {
                 crate::term::out(&line);
+            }
+            if tty && rows.len() > 1 {
+                let up = rows.iter().filter(|r| r.healthy()).count();
+                crate::term::out(&crate::term::bold(&format!(
+                    "{up} of {} healthy",
+                    rows.len()
+                )));
             }
         }
     }
