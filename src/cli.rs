@@ -152,6 +152,15 @@ pub struct BalanceArgs {
 
 /// Options for `lbx check`.
 #[derive(Args, Debug, Clone)]
+#[command(after_long_help = "Examples:\n  \
+    lbx check :9001 :9002                       probe two local backends at once\n  \
+    lbx check https://api.example.com --path /ready --expect-status 200,204\n  \
+    lbx check :8080 --wait-healthy --timeout 30s && ./run-tests\n  \
+    lbx check :9001 :9002 --watch 1s            print UP/DOWN changes until Ctrl-C\n  \
+    lbx check :9001 --json | jq '.[0].timings_ms'\n\n\
+    Timings are phases that add up to the total: DNS, TCP connect, TLS handshake, TTFB (request \
+    sent to response head) and transfer (the body; JSON only).\n\n\
+    Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 usage error.")]
 pub struct CheckArgs {
     /// Targets to probe, all at once.
     #[arg(value_name = "ADDR", required = true, value_parser = target)]
@@ -195,7 +204,8 @@ pub struct CheckArgs {
     #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s",
           value_parser = crate::check::parse_watch_interval, conflicts_with = "wait_healthy")]
     pub watch: Option<Duration>,
-    /// Re-probe until every target is healthy (exit 0) or --timeout runs out (exit 1).
+    /// Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out
+    /// (exit 1). State changes are logged to stderr, the last round printed as usual.
     #[arg(long)]
     pub wait_healthy: bool,
     /// Successful probes in a row before a down target counts as up (--watch, --wait-healthy).

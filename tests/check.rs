@@ -460,3 +460,14 @@ fn https_warns_before_the_certificate_expires() {
     ]);
     assert_eq!(json(&o)[0]["cert"]["expiring_soon"], true);
 }
+
+#[test]
+fn help_documents_exit_codes() {
+    let o = check(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    assert!(
+        help.contains("Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 usage error")
+    );
+    assert!(help.contains("--wait-healthy") && help.contains("--expect-status"));
+}
