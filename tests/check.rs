@@ -308,8 +308,9 @@ fn watch_json_is_ndjson_events() {
     );
 }
 
-mod tls {
-    //! A tiny HTTPS server with a certificate from a test CA made with rcgen.
+mod raw {
+    //! A tiny HTTP/1.1 server, plain or TLS (with a certificate from a test CA made with rcgen),
+    //! answering `GET /healthcheck` with 200 and a given body, anything else with 404.
 
     use std::io::Write;
     use std::path::PathBuf;
@@ -317,22 +318,30 @@ mod tls {
 
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    /// A running HTTPS server for `localhost` and the PEM file of its CA; both go on drop.
+    /// A running server and, for TLS, the PEM file of its CA; both go on drop.
     pub struct Server {
         pub port: u16,
-        pub ca_file: PathBuf,
+        pub ca_file: Option<PathBuf>,
         _rt: tokio::runtime::Runtime,
     }
 
     impl Drop for Server {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.ca_file);
+            if let Some(f) = &self.ca_file {
+                let _ = std::fs::remove_file(f);
+            }
         }
     }
 
-    pub fn start(tag: &str) -> Server {
+    /// Plain HTTP answering /healthcheck with `body`.
+    pub fn plain(body: Vec<u8>) -> Server {
+        start(None, body, None)
+    }
+
+    /// HTTPS for `localhost` answering /healthcheck with `ok`; `tag` names the CA file.
+    pub fn tls(tag: &str) -> Server {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -360,6 +369,14 @@ mod tls {
             .with_single_cert(vec![leaf.der().clone()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        start(Some(acceptor), b"ok".to_vec(), Some(ca_file))
+    }
+
+    fn start(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        body: Vec<u8>,
+        ca_file: Option<PathBuf>,
+    ) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -368,29 +385,20 @@ mod tls {
             .enable_all()
             .build()
             .unwrap();
+        let body = Arc::new(body);
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
+                let (tls, body) = (tls.clone(), body.clone());
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(tcp).await {
+                                answer(s, &body).await;
+                            }
                         }
+                        None => answer(tcp, &body).await,
                     }
-                    let resp: &[u8] = if head.starts_with(b"GET /healthcheck ") {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    } else {
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    };
-                    let _ = tls.write_all(resp).await;
-                    let _ = tls.shutdown().await;
                 });
             }
         });
@@ -400,13 +408,52 @@ mod tls {
             _rt: rt,
         }
     }
+
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, body: &[u8]) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let (status, body) = if head.starts_with(b"GET /healthcheck ") {
+            ("200 OK", body)
+        } else {
+            ("404 Not Found", &b""[..])
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(body).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+#[test]
+fn expect_body_reads_the_first_64k_of_a_long_body() {
+    let mut body = b"ok ".to_vec();
+    body.resize(200 * 1024, b'x');
+    body.extend_from_slice(b"END");
+    let srv = raw::plain(body);
+    let addr = format!("127.0.0.1:{}", srv.port);
+    let o = check(&[&addr, "--expect-body", "ok"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Past the first 64 KiB nothing is read.
+    assert_eq!(
+        check(&[&addr, "--expect-body", "END"]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
 fn https_verifies_against_cacert() {
-    let srv = tls::start("verify");
+    let srv = raw::tls("verify");
     let url = format!("https://localhost:{}", srv.port);
-    let ca = srv.ca_file.to_str().unwrap();
+    let ca = srv.ca_file.as_ref().unwrap().to_str().unwrap();
 
     let o = check(&[&url, "--cacert", ca, "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -439,9 +486,9 @@ fn https_verifies_against_cacert() {
 
 #[test]
 fn https_warns_before_the_certificate_expires() {
-    let srv = tls::start("warn");
+    let srv = raw::tls("warn");
     let url = format!("https://localhost:{}", srv.port);
-    let ca = srv.ca_file.to_str().unwrap();
+    let ca = srv.ca_file.as_ref().unwrap().to_str().unwrap();
     // rcgen's certificates last for centuries: a huge threshold makes this one "expiring".
     let o = check(&[&url, "--cacert", ca, "--cert-warn-days", "10000000"]);
     assert_eq!(o.status.code(), Some(0), "a warning is not a failure");

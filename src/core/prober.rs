@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -154,11 +154,22 @@ async fn probe_inner(
         .map_err(|e| (classify(&e), e.to_string()))?;
     out.ttfb = Some(start.elapsed());
     out.status = Some(resp.status());
-    // A probe only needs the head to decide; the body is read (bounded) for --expect-body.
-    let body = Limited::new(resp.into_body(), MAX_PROBE_BODY);
-    if let Ok(c) = body.collect().await {
-        out.body = c.to_bytes();
+    // A probe only needs the head to decide; the body is read for --expect-body, keeping its
+    // first MAX_PROBE_BODY bytes and closing the connection on anything longer.
+    let mut body = resp.into_body();
+    let mut kept = BytesMut::new();
+    while kept.len() < MAX_PROBE_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let take = data.len().min(MAX_PROBE_BODY - kept.len());
+                    kept.extend_from_slice(&data[..take]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
     }
+    out.body = kept.freeze();
     Ok(())
 }
 
