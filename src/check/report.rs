@@ -284,13 +284,19 @@ pub fn event_json(time: &str, r: &Row, up: bool, warn_days: u32) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::core::client::{DialTimings, ErrorKind};
     use bytes::Bytes;
     use http::StatusCode;
 
-    fn row(status: Option<u16>, error: Option<ErrorKind>) -> Row {
+    /// A row for `:9001` with this status, or refused when `None`.
+    pub(crate) fn row(status: Option<u16>) -> Row {
+        let error = status.is_none().then_some(ErrorKind::ConnectionRefused);
+        row_with(status, error)
+    }
+
+    fn row_with(status: Option<u16>, error: Option<ErrorKind>) -> Row {
         let outcome = ProbeOutcome {
             healthy: false,
             status: status.and_then(|s| StatusCode::from_u16(s).ok()),
@@ -320,7 +326,7 @@ mod tests {
 
     #[test]
     fn phases_add_up() {
-        let p = row(Some(200), None).phases();
+        let p = row(Some(200)).phases();
         assert_eq!(p.ttfb, Some(Duration::from_millis(9)));
         assert_eq!(p.transfer, Some(Duration::from_millis(2)));
         assert_eq!(p.connect + p.ttfb.unwrap() + p.transfer.unwrap(), p.total);
@@ -328,7 +334,7 @@ mod tests {
 
     #[test]
     fn json_has_the_fields() {
-        let v = row(Some(503), None).to_json(14);
+        let v = row(Some(503)).to_json(14);
         assert_eq!(v["address"], "127.0.0.1:9001");
         assert_eq!(v["url"], "http://127.0.0.1:9001/healthcheck");
         assert_eq!(v["healthy"], false);
@@ -336,17 +342,14 @@ mod tests {
         assert_eq!(v["latency_ms"], 12.0);
         assert_eq!(v["timings_ms"]["ttfb"], 9.0);
         assert_eq!(v["reason"], "status 503, expected 2xx");
-        let v = row(None, Some(ErrorKind::ConnectionRefused)).to_json(14);
+        let v = row(None).to_json(14);
         assert_eq!(v["status"], Value::Null);
         assert_eq!(v["error"]["kind"], "connection refused");
     }
 
     #[test]
     fn table_aligns_columns() {
-        let rows = [
-            row(Some(200), None),
-            row(None, Some(ErrorKind::ConnectionRefused)),
-        ];
+        let rows = [row(Some(200)), row(None)];
         let lines = table(&rows, 14, true);
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("TARGET"));

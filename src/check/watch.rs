@@ -15,13 +15,8 @@ use crate::term;
 struct States(Vec<Health>);
 
 impl States {
-    fn new(plan: &Plan, rise: u32, fall: u32) -> States {
-        States(
-            plan.targets
-                .iter()
-                .map(|_| Health::new(rise, fall))
-                .collect(),
-        )
+    fn new(targets: usize, rise: u32, fall: u32) -> States {
+        States((0..targets).map(|_| Health::new(rise, fall)).collect())
     }
 
     /// Feeds one round; calls `report(row, up)` for each target's first result and each
@@ -44,7 +39,7 @@ impl States {
 /// `--watch INTERVAL`: a round every interval until SIGINT/SIGTERM, printing only state changes
 /// (a line each, or an NDJSON object each with `--json`). Returns whether all ended up healthy.
 pub(super) async fn watch(plan: &Plan, rise: u32, fall: u32, interval: Duration) -> bool {
-    let mut states = States::new(plan, rise, fall);
+    let mut states = States::new(plan.targets.len(), rise, fall);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stop = crate::core::server::wait_for_signal();
@@ -81,7 +76,7 @@ pub(super) async fn wait_healthy(
     poll: Duration,
 ) -> bool {
     let deadline = Instant::now() + total;
-    let mut states = States::new(plan, rise, fall);
+    let mut states = States::new(plan.targets.len(), rise, fall);
     let mut last = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -116,4 +111,49 @@ pub(super) async fn wait_healthy(
         last.len()
     ));
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::report::tests::row;
+    use super::*;
+
+    /// Feeds rounds of statuses (0 = refused) and returns what would be printed per round.
+    fn feed(rise: u32, fall: u32, rounds: &[&[u16]]) -> Vec<Vec<(usize, bool)>> {
+        let mut states = States::new(rounds[0].len(), rise, fall);
+        rounds
+            .iter()
+            .map(|round| {
+                let rows: Vec<Row> = round.iter().map(|&s| row((s > 0).then_some(s))).collect();
+                let mut printed = Vec::new();
+                states.observe(&rows, |r, up| {
+                    let i = rows.iter().position(|x| std::ptr::eq(x, r)).unwrap();
+                    printed.push((i, up));
+                });
+                printed
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_results_then_only_transitions() {
+        let printed = feed(1, 2, &[&[200, 0], &[200, 0], &[503, 200], &[503, 200]]);
+        assert_eq!(printed[0], vec![(0, true), (1, false)], "first results");
+        assert_eq!(printed[1], vec![], "nothing changed");
+        assert_eq!(printed[2], vec![(1, true)], "one failure is below fall 2");
+        assert_eq!(printed[3], vec![(0, false)]);
+    }
+
+    #[test]
+    fn all_up_needs_rise() {
+        let mut states = States::new(1, 2, 1);
+        states.observe(&[row(None)], |_, _| {});
+        states.observe(&[row(Some(200))], |_, _| {});
+        assert!(
+            !states.all_up(),
+            "one success after a failure is below rise 2"
+        );
+        states.observe(&[row(Some(200))], |_, _| {});
+        assert!(states.all_up());
+    }
 }
