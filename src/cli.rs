@@ -211,7 +211,7 @@ pub struct CheckArgs {
     /// Successful probes in a row before a down target counts as up (--watch, --wait-healthy).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub rise: u32,
-    /// Failed probes in a row before an up target counts as down (--watch).
+    /// Failed probes in a row before an up target counts as down (--watch, --wait-healthy).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub fall: u32,
     /// Print JSON: an array of objects, one per target (NDJSON events with --watch).
