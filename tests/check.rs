@@ -60,6 +60,15 @@ fn closed_port_exits_1() {
     let o = check(&[&format!(":{port}")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("connection refused"), "{}", stdout(&o));
+    // The phases that finished are kept for an unreachable target: here the name lookup.
+    let o = check(&[&format!("localhost:{port}"), "--json"]);
+    let v = json(&o);
+    assert_eq!(v[0]["error"]["kind"], "connection refused");
+    assert!(
+        v[0]["timings_ms"]["dns"].as_f64().unwrap() > 0.0,
+        "{}",
+        v[0]
+    );
 }
 
 #[test]

@@ -99,7 +99,9 @@ pub async fn probe(dialer: &Dialer, target: &Target, spec: &ProbeSpec) -> ProbeO
         Ok(Ok(())) => out.healthy = out.status.is_some_and(|s| s.is_success()),
         Ok(Err((kind, detail))) => out.error = Some((kind, detail)),
         Err(_) => {
-            let kind = if out.ttfb.is_some() || out.timings.connect > Duration::ZERO {
+            let t = &out.timings;
+            let dialed = t.connect > Duration::ZERO && (!target.is_tls() || t.tls > Duration::ZERO);
+            let kind = if out.ttfb.is_some() || dialed {
                 ErrorKind::RequestTimeout
             } else {
                 ErrorKind::ConnectTimeout
@@ -118,11 +120,11 @@ async fn probe_inner(
     start: Instant,
     out: &mut ProbeOutcome,
 ) -> Result<(), (ErrorKind, String)> {
-    let (stream, timings) = dialer
-        .dial(target)
+    // Phases land in `out` as they complete, so a failed or timed-out probe keeps them.
+    let stream = dialer
+        .dial_recording(target, &mut out.timings)
         .await
         .map_err(|e| (e.kind, e.to_string()))?;
-    out.timings = timings;
     out.peer_cert = stream
         .peer_certificates()
         .and_then(|c| c.first())
