@@ -36,7 +36,16 @@ fn step(n: u32, text: &str) {
 /// Sends a short burst through the balancer with `lbx bench` and prints its report.
 fn load(lb: SocketAddr) -> anyhow::Result<()> {
     let url = format!("http://{lb}/");
-    let cli = Cli::try_parse_from(["lbx", "bench", "-n", "3000", "-c", "16", "--no-progress", &url])?;
+    let cli = Cli::try_parse_from([
+        "lbx",
+        "bench",
+        "-n",
+        "3000",
+        "-c",
+        "16",
+        "--no-progress",
+        &url,
+    ])?;
     let Command::Bench(args) = cli.command else {
         unreachable!("parsed a bench command line")
     };
@@ -46,7 +55,9 @@ fn load(lb: SocketAddr) -> anyhow::Result<()> {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    term::out(&term::bold("lbx demo: three backends, one balancer, a failure and a recovery"));
+    term::out(&term::bold(
+        "lbx demo: three backends, one balancer, a failure and a recovery",
+    ));
     let mut servers: Vec<Option<ServeHandle>> = Vec::new();
     for id in 1..=3 {
         servers.push(Some(serve::start(&serve_args(id, 0))?));
@@ -86,16 +97,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         lb.addr
     ));
 
-    step(1, "Load through the balancer: round robin spreads it evenly");
+    step(
+        1,
+        "Load through the balancer: round robin spreads it evenly",
+    );
     load(lb.addr)?;
 
-    step(2, "Server 2 stops. Its requests fail over to servers 1 and 3: no client sees an error");
+    step(
+        2,
+        "Server 2 stops. Its requests fail over to servers 1 and 3: no client sees an error",
+    );
     if let Some(s) = servers[1].take() {
         s.stop();
     }
     load(lb.addr)?;
 
-    step(3, "Server 2 comes back on the same port and rejoins once its health checks pass");
+    step(
+        3,
+        "Server 2 comes back on the same port and rejoins once its health checks pass",
+    );
     servers[1] = Some(serve::start(&serve_args(2, addrs[1].port()))?);
     let started = Instant::now();
     let b2 = lb.pool.snapshot()[1].clone();
@@ -104,7 +124,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     term::out(&format!(
         "  server 2 is {} after {:.1}s",
-        if b2.is_healthy() { term::green("back in rotation") } else { term::red("still down") },
+        if b2.is_healthy() {
+            term::green("back in rotation")
+        } else {
+            term::red("still down")
+        },
         started.elapsed().as_secs_f64()
     ));
     load(lb.addr)?;
