@@ -61,6 +61,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
     }
     if conn {
+        // Fast path: a lone `keep-alive` or `close` (what most peers send) names no header.
+        let mut values = h.get_all(header::CONNECTION).iter();
+        let lone_plain = match (values.next(), values.next()) {
+            (Some(v), None) => {
+                let v = v.as_bytes();
+                v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+            }
+            _ => false,
+        };
+        if lone_plain {
+            h.remove(header::CONNECTION);
+            conn = false;
+        }
+    }
+    if conn {
         // Every Connection header counts, and each may name several options.
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -303,6 +318,28 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-keep"]);
+    }
+
+    #[test]
+    fn lone_keep_alive_takes_the_fast_path() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert(
+            HeaderName::from_static("keep-alive"),
+            HeaderValue::from_static("timeout=5"),
+        );
+        h.insert(
+            HeaderName::from_static("close"),
+            HeaderValue::from_static("kept"),
+        );
+        h.insert(
+            HeaderName::from_static("x-keep"),
+            HeaderValue::from_static("1"),
+        );
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["close", "x-keep"]);
     }
 
     #[test]
