@@ -69,10 +69,23 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-body -d 'Largest
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l rate-limit -d 'Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond it the client gets 429 with Retry-After' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
-complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Health check path' -r
-complete -c lbx -n "__fish_lbx_using_subcommand check" -l timeout -d 'Time allowed for each probe, connect included' -r
-complete -c lbx -n "__fish_lbx_using_subcommand check" -l json -d 'Print a JSON array instead of a table'
-complete -c lbx -n "__fish_lbx_using_subcommand check" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -s m -l method -d 'HTTP method' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -s H -l header -d 'Request header \'Name: value\' (repeatable)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l expect-status -d 'Statuses that count as healthy: 200, 2xx, 200-399, or a comma list of these' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l expect-body -d 'Text the response body must contain (its first 64 KiB are read)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l expect-body-regex -d 'Regular expression the response body must match (its first 64 KiB are read)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l timeout -d 'Time allowed for each probe, connect included [default: 2s]. With --wait-healthy: the whole wait [default: 30s], each probe then getting at most 2s' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l connect-timeout -d 'Time allowed to connect: DNS, TCP and TLS [default: the probe timeout]' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l cacert -d 'Also trust the CA certificates in this PEM file' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l cert-warn-days -d 'Warn when a certificate expires within this many days' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l watch -d 'Re-probe every INTERVAL [default: 2s] until Ctrl-C, printing only state changes with timestamps (NDJSON with --json). Exit status then reflects the last state' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l rise -d 'Successful probes in a row before a down target counts as up (--watch, --wait-healthy)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l fall -d 'Failed probes in a row before an up target counts as down (--watch, --wait-healthy)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -s k -l insecure -d 'Do not verify TLS certificates'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l wait-healthy -d 'Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out (exit 1). State changes are logged to stderr, the last round printed as usual'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l json -d 'Print JSON: an array of objects, one per target (NDJSON events with --watch)'
+complete -c lbx -n "__fish_lbx_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s n -l requests -d 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s c -l connections -d 'Connections (concurrent requests)' -r

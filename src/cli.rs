@@ -219,17 +219,69 @@ pub struct BalanceArgs {
 
 /// Options for `lbx check`.
 #[derive(Args, Debug, Clone)]
+#[command(after_long_help = "Examples:\n  \
+    lbx check :9001 :9002                       probe two local backends at once\n  \
+    lbx check https://api.example.com --path /ready --expect-status 200,204\n  \
+    lbx check :8080 --wait-healthy --timeout 30s && ./run-tests\n  \
+    lbx check :9001 :9002 --watch 1s            print UP/DOWN changes until Ctrl-C\n  \
+    lbx check :9001 --json | jq '.[0].timings_ms'\n\n\
+    Timings are phases that add up to the total: DNS, TCP connect, TLS handshake, TTFB (request \
+    sent to response head) and transfer (the body; JSON only).\n\n\
+    Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 usage error.")]
 pub struct CheckArgs {
     /// Targets to probe, all at once.
     #[arg(value_name = "ADDR", required = true, value_parser = target)]
     pub targets: Vec<Target>,
-    /// Health check path.
-    #[arg(long, default_value = "/healthcheck")]
+    /// Path (and query) to request.
+    #[arg(long, value_name = "PATH", default_value = "/healthcheck", value_parser = crate::check::expect::parse_path)]
     pub path: String,
-    /// Time allowed for each probe, connect included.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
-    pub timeout: Duration,
-    /// Print a JSON array instead of a table.
+    /// HTTP method.
+    #[arg(short, long, value_name = "METHOD", default_value = "GET", value_parser = crate::check::expect::parse_method)]
+    pub method: http::Method,
+    /// Request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = crate::check::expect::parse_header)]
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Statuses that count as healthy: 200, 2xx, 200-399, or a comma list of these.
+    #[arg(long, value_name = "CODES", default_value = "2xx", value_parser = crate::check::expect::parse_status_set)]
+    pub expect_status: crate::check::expect::StatusSet,
+    /// Text the response body must contain (its first 64 KiB are read).
+    #[arg(long, value_name = "TEXT")]
+    pub expect_body: Option<String>,
+    /// Regular expression the response body must match (its first 64 KiB are read).
+    #[arg(long, value_name = "REGEX", value_parser = crate::check::expect::parse_regex)]
+    pub expect_body_regex: Option<regex::Regex>,
+    /// Time allowed for each probe, connect included [default: 2s]. With --wait-healthy: the
+    /// whole wait [default: 30s], each probe then getting at most 2s.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<Duration>,
+    /// Time allowed to connect: DNS, TCP and TLS [default: the probe timeout].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Do not verify TLS certificates.
+    #[arg(short = 'k', long, conflicts_with = "cacert")]
+    pub insecure: bool,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Warn when a certificate expires within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 14)]
+    pub cert_warn_days: u32,
+    /// Re-probe every INTERVAL [default: 2s] until Ctrl-C, printing only state changes with
+    /// timestamps (NDJSON with --json). Exit status then reflects the last state.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s",
+          value_parser = crate::check::parse_watch_interval, conflicts_with = "wait_healthy")]
+    pub watch: Option<Duration>,
+    /// Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out
+    /// (exit 1). State changes are logged to stderr, the last round printed as usual.
+    #[arg(long)]
+    pub wait_healthy: bool,
+    /// Successful probes in a row before a down target counts as up (--watch, --wait-healthy).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub rise: u32,
+    /// Failed probes in a row before an up target counts as down (--watch, --wait-healthy).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub fall: u32,
+    /// Print JSON: an array of objects, one per target (NDJSON events with --watch).
     #[arg(long)]
     pub json: bool,
 }

@@ -183,9 +183,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 .rate_limit
                 .map(|r| RefCell::new(RateLimiter::new(r))),
         });
-        accept_loop(listener, opts.clone(), shutdown, move |peer| {
-            let worker = worker.clone();
-            service_fn(move |req| proxy::handle(worker.clone(), peer, req))
+        accept_loop(listener, opts.clone(), shutdown, move |addr| {
+            let (worker, peer) = (worker.clone(), Rc::new(proxy::Peer::new(addr)));
+            service_fn(move |req| proxy::handle(worker.clone(), peer.clone(), req))
         })
     })?;
     let (p, d, hc, stop) = (

@@ -48,10 +48,46 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The hop-by-hop headers every proxy removes, besides those `Connection` names.
+fn is_fixed_hop(n: &HeaderName) -> bool {
+    n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHENTICATE
+        || n == header::PROXY_AUTHORIZATION
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names, and
-/// the fixed list. Used in both directions.
+/// the fixed list. Used in both directions. One scan over the names finds what is there, so a
+/// message without hop-by-hop headers costs no hashed lookups.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
+    let (mut conn, mut fixed) = (false, false);
+    for k in h.keys() {
+        if k == header::CONNECTION {
+            conn = true;
+        } else if is_fixed_hop(k) {
+            fixed = true;
+        }
+    }
+    if conn {
+        // Fast path: a lone `keep-alive` or `close` (what most peers send) names no header.
+        let mut values = h.get_all(header::CONNECTION).iter();
+        let lone_plain = match (values.next(), values.next()) {
+            (Some(v), None) => {
+                let v = v.as_bytes();
+                v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+            }
+            _ => false,
+        };
+        if lone_plain {
+            h.remove(header::CONNECTION);
+            conn = false;
+        }
+    }
+    if conn {
         // Every Connection header counts, and each may name several options.
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -64,39 +100,47 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
         h.remove(header::CONNECTION);
     }
-    for n in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        h.remove(n);
+    if fixed {
+        let hop: Vec<HeaderName> = h.keys().filter(|k| is_fixed_hop(k)).cloned().collect();
+        for n in hop {
+            h.remove(n);
+        }
+    }
+}
+
+/// The client of one connection: its address, and its IP ready for X-Forwarded-For (formatted
+/// once per connection, not per request).
+pub struct Peer {
+    /// Client socket address.
+    pub addr: SocketAddr,
+    /// The client IP as a header value.
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    /// Describes a newly accepted client.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip =
+            HeaderValue::try_from(addr.ip().to_string()).expect("an IP is a valid header value");
+        Peer { addr, ip }
     }
 }
 
 /// Adds the balancer's X-Forwarded-* headers; a client's own X-Forwarded-For is appended to.
-fn add_forwarded(parts: &mut Parts, peer: SocketAddr) {
+fn add_forwarded(parts: &mut Parts, peer: &Peer) {
     let h = &mut parts.headers;
-    let ip = peer.ip().to_string();
-    let xff = if h.contains_key(&X_FORWARDED_FOR) {
-        let mut all = String::new();
+    if h.contains_key(&X_FORWARDED_FOR) {
+        let mut all = Vec::new();
         for v in h.get_all(&X_FORWARDED_FOR) {
-            if let Ok(s) = v.to_str() {
-                all.push_str(s);
-                all.push_str(", ");
-            }
+            all.extend_from_slice(v.as_bytes());
+            all.extend_from_slice(b", ");
         }
-        all.push_str(&ip);
-        all
+        all.extend_from_slice(peer.ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&all) {
+            h.insert(&X_FORWARDED_FOR, v);
+        }
     } else {
-        ip
-    };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        h.insert(&X_FORWARDED_FOR, v);
+        h.insert(&X_FORWARDED_FOR, peer.ip.clone());
     }
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = h.get(header::HOST).cloned() {
@@ -106,7 +150,7 @@ fn add_forwarded(parts: &mut Parts, peer: SocketAddr) {
 
 /// Rewrites the client's request head for a backend: origin-form target, Host kept (or taken
 /// from an absolute-form target), HTTP/1.1, hop-by-hop headers out, X-Forwarded-* in.
-fn prepare(parts: &mut Parts, peer: SocketAddr) {
+fn prepare(parts: &mut Parts, peer: &Peer) {
     strip_hop_by_hop(&mut parts.headers);
     if let Some(authority) = parts.uri.authority() {
         // Absolute-form: the target's authority overrides Host (RFC 9112 §3.2.2).
@@ -249,20 +293,20 @@ fn body_too_large(e: &hyper::Error) -> bool {
 /// Serves one client request.
 pub async fn handle(
     w: Rc<Worker>,
-    peer: SocketAddr,
+    peer: Rc<Peer>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
     let shared = &w.shared;
     let policy = &shared.policy;
-    if let Some(refused) = over_limits(&w, peer, &parts) {
+    if let Some(refused) = over_limits(&w, peer.addr, &parts) {
         return Ok(refused);
     }
     let key = match policy.algorithm {
-        Algorithm::Hash => policy.hash_key.of(&parts.headers, peer),
+        Algorithm::Hash => policy.hash_key.of(&parts.headers, peer.addr),
         _ => None,
     };
-    prepare(&mut parts, peer);
+    prepare(&mut parts, &peer);
     let limit = policy
         .max_body
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
@@ -449,6 +493,28 @@ mod tests {
     }
 
     #[test]
+    fn lone_keep_alive_takes_the_fast_path() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert(
+            HeaderName::from_static("keep-alive"),
+            HeaderValue::from_static("timeout=5"),
+        );
+        h.insert(
+            HeaderName::from_static("close"),
+            HeaderValue::from_static("kept"),
+        );
+        h.insert(
+            HeaderName::from_static("x-keep"),
+            HeaderValue::from_static("1"),
+        );
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["close", "x-keep"]);
+    }
+
+    #[test]
     fn forwarded_headers_append() {
         let (mut parts, _) = Request::builder()
             .uri("http://example.com:81/p?q=1")
@@ -457,7 +523,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        prepare(&mut parts, "192.0.2.7:5555".parse().unwrap());
+        prepare(&mut parts, &Peer::new("192.0.2.7:5555".parse().unwrap()));
         assert_eq!(parts.uri, "/p?q=1");
         assert_eq!(parts.headers["host"], "example.com:81");
         assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");

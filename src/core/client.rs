@@ -198,17 +198,34 @@ impl Dialer {
 
     /// Opens a connection to `target` within the connect timeout.
     pub async fn dial(&self, target: &Target) -> Result<(Stream, DialTimings), ConnectError> {
-        match tokio::time::timeout(self.inner.connect_timeout, self.dial_inner(target)).await {
+        let mut t = DialTimings::default();
+        let stream = self.dial_recording(target, &mut t).await?;
+        Ok((stream, t))
+    }
+
+    /// Like [`Dialer::dial`], but writes each phase into `timings` as soon as it completes, so
+    /// the phases that finished survive a failed dial or an outer timeout (`lbx check` shows
+    /// the DNS time of a refused target).
+    pub async fn dial_recording(
+        &self,
+        target: &Target,
+        timings: &mut DialTimings,
+    ) -> Result<Stream, ConnectError> {
+        let limit = self.inner.connect_timeout;
+        match tokio::time::timeout(limit, self.dial_inner(target, timings)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError {
                 kind: ErrorKind::ConnectTimeout,
-                detail: format!("no connection within {:?}", self.inner.connect_timeout),
+                detail: format!("no connection within {limit:?}"),
             }),
         }
     }
 
-    async fn dial_inner(&self, target: &Target) -> Result<(Stream, DialTimings), ConnectError> {
-        let mut t = DialTimings::default();
+    async fn dial_inner(
+        &self,
+        target: &Target,
+        t: &mut DialTimings,
+    ) -> Result<Stream, ConnectError> {
         let start = Instant::now();
         let tcp = match target.socket_addr() {
             Some(addr) => TcpStream::connect(addr).await.map_err(connect_err)?,
@@ -247,7 +264,7 @@ impl Dialer {
         t.connect = start.elapsed() - t.dns;
         let _ = tcp.set_nodelay(true);
         if !target.is_tls() {
-            return Ok((Stream::Plain(tcp), t));
+            return Ok(Stream::Plain(tcp));
         }
         let tls_start = Instant::now();
         let connector = self.tls().map_err(|e| ConnectError {
@@ -266,7 +283,7 @@ impl Dialer {
                 detail: e.to_string(),
             })?;
         t.tls = tls_start.elapsed();
-        Ok((Stream::Tls(Box::new(tls)), t))
+        Ok(Stream::Tls(Box::new(tls)))
     }
 }
 

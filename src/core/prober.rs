@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -99,7 +99,9 @@ pub async fn probe(dialer: &Dialer, target: &Target, spec: &ProbeSpec) -> ProbeO
         Ok(Ok(())) => out.healthy = out.status.is_some_and(|s| s.is_success()),
         Ok(Err((kind, detail))) => out.error = Some((kind, detail)),
         Err(_) => {
-            let kind = if out.ttfb.is_some() || out.timings.connect > Duration::ZERO {
+            let t = &out.timings;
+            let dialed = t.connect > Duration::ZERO && (!target.is_tls() || t.tls > Duration::ZERO);
+            let kind = if out.ttfb.is_some() || dialed {
                 ErrorKind::RequestTimeout
             } else {
                 ErrorKind::ConnectTimeout
@@ -118,11 +120,11 @@ async fn probe_inner(
     start: Instant,
     out: &mut ProbeOutcome,
 ) -> Result<(), (ErrorKind, String)> {
-    let (stream, timings) = dialer
-        .dial(target)
+    // Phases land in `out` as they complete, so a failed or timed-out probe keeps them.
+    let stream = dialer
+        .dial_recording(target, &mut out.timings)
         .await
         .map_err(|e| (e.kind, e.to_string()))?;
-    out.timings = timings;
     out.peer_cert = stream
         .peer_certificates()
         .and_then(|c| c.first())
@@ -154,11 +156,22 @@ async fn probe_inner(
         .map_err(|e| (classify(&e), e.to_string()))?;
     out.ttfb = Some(start.elapsed());
     out.status = Some(resp.status());
-    // A probe only needs the head to decide; the body is read (bounded) for --expect-body.
-    let body = Limited::new(resp.into_body(), MAX_PROBE_BODY);
-    if let Ok(c) = body.collect().await {
-        out.body = c.to_bytes();
+    // A probe only needs the head to decide; the body is read for --expect-body, keeping its
+    // first MAX_PROBE_BODY bytes and closing the connection on anything longer.
+    let mut body = resp.into_body();
+    let mut kept = BytesMut::new();
+    while kept.len() < MAX_PROBE_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let take = data.len().min(MAX_PROBE_BODY - kept.len());
+                    kept.extend_from_slice(&data[..take]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
     }
+    out.body = kept.freeze();
     Ok(())
 }
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Reproduces the README's performance table on this machine, all in one run so the ratios hold
+# on a noisy box: req/s, p50 and p99 (wrk -t1 -c$C) direct to a backend, through nginx, HAProxy
+# and `lbx balance`, each proxy with one worker; `lbx serve` against nginx `return 200`; and the
+# RSS of each proxy holding $IDLE idle keep-alive client connections.
+# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections IDLE=connections)
+# Needs: apt-get install -y nginx haproxy wrk python3
+set -u
+LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; IDLE=${IDLE:-10000}
+for t in nginx haproxy wrk python3; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx haproxy wrk python3" >&2; exit 2; }; done
+[ -x "$LBX" ] || { echo "no lbx binary at $LBX: cargo build --release" >&2; exit 2; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; for f in "$W"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; rm -rf "$W"; }
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || true
+
+cat > "$W/backends.conf" <<CONF
+worker_processes 1; pid $W/backends.pid; error_log $W/backends.err; daemon on;
+events { worker_connections 32768; }
+http { access_log off;
+  server { listen 127.0.0.1:9201; location / { add_header x-server-id 1; return 200 "server 1\n"; } }
+  server { listen 127.0.0.1:9202; location / { add_header x-server-id 2; return 200 "server 2\n"; } }
+  server { listen 127.0.0.1:9203; location / { add_header x-server-id 3; return 200 "server 3\n"; } } }
+CONF
+cat > "$W/nginx-lb.conf" <<CONF
+worker_processes 1; pid $W/nginx-lb.pid; error_log $W/nginx-lb.err; daemon on; worker_rlimit_nofile 65536;
+events { worker_connections 32768; }
+http { access_log off; keepalive_timeout 300s; keepalive_requests 1000000;
+  upstream be { server 127.0.0.1:9201; server 127.0.0.1:9202; server 127.0.0.1:9203; keepalive 64; }
+  server { listen 127.0.0.1:9281; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > "$W/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9990
+  pidfile $W/haproxy.pid
+  daemon
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:9282
+  default_backend be
+backend be
+  balance roundrobin
+  option httpchk GET /
+  server s1 127.0.0.1:9201 check inter 2s
+  server s2 127.0.0.1:9202 check inter 2s
+  server s3 127.0.0.1:9203 check inter 2s
+CONF
+cat > "$W/nginx-200.conf" <<CONF
+worker_processes 1; pid $W/nginx-200.pid; error_log $W/nginx-200.err; daemon on;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000; server { listen 127.0.0.1:9284; location / { return 200 "ok\n"; } } }
+CONF
+nginx -c "$W/backends.conf" -p "$W" 2>/dev/null
+nginx -c "$W/nginx-lb.conf" -p "$W" 2>/dev/null
+nginx -c "$W/nginx-200.conf" -p "$W" 2>/dev/null
+haproxy -f "$W/haproxy.cfg" 2>/dev/null
+"$LBX" balance --host 127.0.0.1 -p 9283 -b :9201,:9202,:9203 --health-path / --workers 1 >"$W/lbx.log" 2>&1 & PIDS+=($!); LBXPID=$!
+"$LBX" serve -p 9285 --workers 1 >/dev/null 2>&1 & PIDS+=($!); SERVEPID=$!
+sleep 1
+
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+nginx_worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
+run() { wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null | awk '/Requests\/sec/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} END {printf "%10s %9s %9s", r, p50, p99}'; }
+
+echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | xargs), $(uname -r)"
+echo "load: wrk -t1 -c$C -d${D}s on loopback; every proxy and server with one worker"
+echo
+printf "%-22s %10s %9s %9s %9s\n" "" "req/s" "p50" "p99" "RSS MB"
+printf "%-22s %s %9s\n" "direct (nginx backend)" "$(run http://127.0.0.1:9201/)" "-"
+printf "%-22s %s %9s\n" "nginx proxy" "$(run http://127.0.0.1:9281/)" "$(rss "$(nginx_worker nginx-lb)")"
+printf "%-22s %s %9s\n" "haproxy" "$(run http://127.0.0.1:9282/)" "$(rss "$(cat "$W/haproxy.pid")")"
+printf "%-22s %s %9s\n" "lbx balance" "$(run http://127.0.0.1:9283/)" "$(rss $LBXPID)"
+echo
+printf "%-22s %s %9s\n" "nginx return 200" "$(run http://127.0.0.1:9284/)" "$(rss "$(nginx_worker nginx-200)")"
+printf "%-22s %s %9s\n" "lbx serve" "$(run http://127.0.0.1:9285/)" "$(rss $SERVEPID)"
+
+if [ "$IDLE" -gt 0 ]; then
+  echo
+  echo "RSS with $IDLE idle keep-alive client connections (MB, before -> holding)"
+  # HAProxy reserves two descriptors per connection: with this machine's hard limit of
+  # $(ulimit -Hn) descriptors its maxconn tops out at 9990, so it holds at most 9900 here.
+  for target in "nginx proxy:9281:$(nginx_worker nginx-lb):$IDLE" "haproxy:9282:$(cat "$W/haproxy.pid"):$((IDLE < 9900 ? IDLE : 9900))" "lbx balance:9283:$LBXPID:$IDLE"; do
+    IFS=: read -r name port pid n <<<"$target"
+    before=$(rss "$pid")
+    python3 "$HERE/idle-conns.py" "$n" 127.0.0.1 "$port" >"$W/idle.out" 2>&1 & holder=$!
+    for _ in $(seq 1 120); do grep -q ready "$W/idle.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.5; done
+    if grep -q ready "$W/idle.out"; then sleep 1; printf "  %-14s %6s -> %6s  (%s connections)\n" "$name" "$before" "$(rss "$pid")" "$n"; else printf "  %-14s failed: %s\n" "$name" "$(tail -1 "$W/idle.out")"; fi
+    kill $holder 2>/dev/null; wait $holder 2>/dev/null; sleep 1
+  done
+fi
