@@ -3,6 +3,7 @@
 
 pub mod proxy;
 pub mod upstream;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

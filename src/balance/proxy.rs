@@ -192,6 +192,15 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    if let Err((status, why)) = super::validate::check(&parts) {
+        // What follows a malformed request on the same connection cannot be trusted either.
+        let mut r = local(status, why);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
+    // HTTP/1.0 may omit Host; a backend spoken to in HTTP/1.1 needs one.
+    let needs_host = !parts.headers.contains_key(header::HOST) && parts.uri.authority().is_none();
     prepare(&mut parts, &peer);
     // A request without a body can be re-sent elsewhere if a backend fails before answering.
     let bodiless = body.is_end_stream();
@@ -236,6 +245,12 @@ pub async fn handle(
                     break; // next backend
                 }
             };
+            let mut req = req;
+            if needs_host {
+                if let Ok(v) = HeaderValue::from_str(&backend.target.authority) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
             backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
             match conn.try_send_request(req).await {
@@ -255,8 +270,16 @@ pub async fn handle(
                         }
                         break;
                     }
+                    let err = e.into_error();
+                    if err.is_user() {
+                        // The client's own body broke (bad chunk, early close): not the backend's fault.
+                        return Ok(local(
+                            StatusCode::BAD_REQUEST,
+                            "400 bad request: the request body could not be read\n",
+                        ));
+                    }
                     failed_after_send = true;
-                    let kind = classify(&e.into_error());
+                    let kind = classify(&err);
                     if retry_parts.is_none() {
                         return Ok(local(
                             StatusCode::BAD_GATEWAY,
