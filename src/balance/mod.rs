@@ -5,6 +5,7 @@ pub mod limits;
 pub mod policy;
 pub mod proxy;
 pub mod upstream;
+pub mod validate;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

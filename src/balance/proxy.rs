@@ -297,6 +297,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    if let Err((status, why)) = super::validate::check(&parts) {
+        // What follows a malformed request on the same connection cannot be trusted either.
+        let mut r = local(status, why);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
     let shared = &w.shared;
     let policy = &shared.policy;
     if let Some(refused) = over_limits(&w, peer.addr, &parts) {
@@ -306,6 +313,8 @@ pub async fn handle(
         Algorithm::Hash => policy.hash_key.of(&parts.headers, peer.addr),
         _ => None,
     };
+    // HTTP/1.0 may omit Host; a backend spoken to in HTTP/1.1 needs one.
+    let needs_host = !parts.headers.contains_key(header::HOST) && parts.uri.authority().is_none();
     prepare(&mut parts, &peer);
     let limit = policy
         .max_body
@@ -395,6 +404,12 @@ pub async fn handle(
                     break; // next backend: nothing was sent
                 }
             };
+            let mut req = req;
+            if needs_host {
+                if let Ok(v) = HeaderValue::from_str(&backend.target.authority) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
             backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
@@ -429,6 +444,13 @@ pub async fn handle(
                     let e = e.into_error();
                     if body_too_large(&e) {
                         return Ok(too_large());
+                    }
+                    if e.is_user() {
+                        // The client's own body broke (bad chunk, early close): not the backend's fault.
+                        return Ok(local(
+                            StatusCode::BAD_REQUEST,
+                            "400 bad request: the request body could not be read\n",
+                        ));
                     }
                     backend.errors.fetch_add(1, Relaxed);
                     failed(shared, &backend);

@@ -19,6 +19,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Notify};
 
+/// Largest request head accepted; beyond it hyper answers 431 (Envoy's default is 60 KiB,
+/// nginx's 4 x 8 KiB).
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Listen backlog: sized for connection bursts (the kernel caps it at somaxconn).
 const BACKLOG: i32 = 4096;
 
@@ -232,6 +236,7 @@ pub async fn accept_loop<M, S, B>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(opts.idle_timeout.unwrap_or(opts.header_timeout))
+        .max_header_size(MAX_HEAD)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let slots = Rc::new(Slots::default());
