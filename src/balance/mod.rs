@@ -2,6 +2,7 @@
 //! backends and flips their routable flags; the pool is shared lock-free.
 
 pub mod limits;
+mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod upstream;

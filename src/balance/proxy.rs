@@ -16,7 +16,10 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
-use super::limits::{retry_after_secs, RateLimiter};
+use super::limits::RateLimiter;
+use super::outcome::{
+    body_too_large, content_length, failed, failure_response, over_limits, too_large, Failure,
+};
 use super::policy::RetryBudget;
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
@@ -168,7 +171,8 @@ fn prepare(parts: &mut Parts, peer: &Peer) {
     parts.version = Version::HTTP_11;
 }
 
-fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
+/// A short plain-text answer from the balancer itself.
+pub(super) fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(msg.as_bytes()))));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -199,95 +203,6 @@ fn mark_down(b: &Backend, why: &str) {
             crate::term::state_word(false)
         ));
     }
-}
-
-/// Feeds a failed request (timeout, reset, 5xx) to passive health; logs and counts an ejection
-/// once, from the request that caused it.
-fn failed(shared: &Shared, b: &Backend) {
-    let outlier = &shared.policy.outlier;
-    if outlier.eject_after == 0 {
-        return;
-    }
-    let set = shared.pool.snapshot();
-    if let Some(time) = outlier.on_failure(b, &set, clock::now_ms()) {
-        shared.stats.ejections.fetch_add(1, Relaxed);
-        crate::term::warn(&format!(
-            "backend {} ejected for {}s ({} failed requests in a row; health checks may still pass)",
-            b.target,
-            time.as_secs(),
-            outlier.eject_after
-        ));
-    }
-}
-
-/// How the last attempt at a backend failed after the request was sent.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// The backend reset or closed before a response head.
-    Reset,
-    /// No response head within `--response-timeout`.
-    Timeout,
-}
-
-fn failure_response(f: Failure, tries: u32) -> Response<ProxyBody> {
-    match (f, tries) {
-        (Failure::Timeout, _) => local(
-            StatusCode::GATEWAY_TIMEOUT,
-            "504 gateway timeout: the backend did not answer in time\n",
-        ),
-        (Failure::Reset, 1) => local(
-            StatusCode::BAD_GATEWAY,
-            "502 bad gateway: the backend failed before answering\n",
-        ),
-        (Failure::Reset, _) => local(
-            StatusCode::BAD_GATEWAY,
-            "502 bad gateway: every backend tried failed before answering\n",
-        ),
-    }
-}
-
-/// A limit the request is over, answered before any backend is picked.
-fn over_limits(w: &Worker, peer: SocketAddr, parts: &Parts) -> Option<Response<ProxyBody>> {
-    if let Some(limiter) = &w.limiter {
-        let now = tokio::time::Instant::now().into_std();
-        if let Err(wait) = limiter.borrow_mut().check(peer.ip(), now) {
-            w.shared.stats.rate_limited.fetch_add(1, Relaxed);
-            let mut r = local(
-                StatusCode::TOO_MANY_REQUESTS,
-                "429 too many requests: slow down\n",
-            );
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(wait)),
-            );
-            return Some(r);
-        }
-    }
-    let max = w.shared.policy.max_body?;
-    (content_length(&parts.headers)? > max).then(too_large)
-}
-
-fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-fn too_large() -> Response<ProxyBody> {
-    local(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "413 content too large: the request body is over the limit\n",
-    )
-}
-
-/// Whether a failed send was the request body going over `--max-body` mid-stream.
-fn body_too_large(e: &hyper::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// Serves one client request.
