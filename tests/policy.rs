@@ -126,19 +126,32 @@ fn a_failing_backend_with_a_passing_health_check_is_ejected() {
             .all(|(s, id)| *s == 200 && id == "1"),
         "no traffic after ejection: {statuses:?}"
     );
-    let logged = wait_until(Duration::from_secs(5), || {
-        lb.stderr_so_far().iter().any(|l| l.contains("ejected"))
-    });
-    assert!(logged, "the ejection was not logged");
+    assert_eq!(
+        shutdown_log(&mut lb)
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains("ejected for 30s"))
+            .count(),
+        1,
+        "logged once"
+    );
+}
+
+/// Stops a balancer with SIGTERM (it must exit 0) and returns everything it wrote to stderr.
+fn shutdown_log(lb: &mut Proc) -> Vec<String> {
     lb.signal("TERM");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
+    let mut all = Vec::new();
+    while let Ok(l) = lb.errs.recv_timeout(Duration::from_secs(5)) {
+        all.push(l);
+    }
+    all
 }
 
 #[test]
 fn a_get_is_retried_but_a_post_is_not() {
     let bad = Resetter::start();
     let good = serve(1, &[]);
-    let lb = balance(
+    let mut lb = balance(
         &[bad.addr, good.addr()],
         &["--workers", "1", "--eject-after", "0"],
     );
@@ -180,6 +193,13 @@ fn a_get_is_retried_but_a_post_is_not() {
         posts.iter().filter(|&&s| s == 502).count(),
         reset_posts,
         "each POST the backend dropped is a 502, not a retry: {posts:?}"
+    );
+    // Every GET and PUT the backend dropped was retried, and counted.
+    let retried = format!("retried {dropped} requests");
+    let log = shutdown_log(&mut lb);
+    assert!(
+        log.iter().any(|l| l.contains(&retried)),
+        "{retried}: {log:?}"
     );
 }
 
