@@ -25,6 +25,7 @@ use crate::core::clock;
 use crate::core::health::Transition;
 use crate::core::pool::Pool;
 use crate::core::prober::{run_prober, HealthCheck, ProbeSpec};
+use crate::core::select::Algorithm;
 use crate::core::server::{self, accept_loop, ConnOptions, Workers};
 use crate::term;
 use limits::RateLimiter;
@@ -240,7 +241,22 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
     let cfg = BalanceConfig::from_args(&args);
     let handle = start(cfg.clone())?;
     term::out(&format!("listening on {}", handle.addr));
-    let list: Vec<String> = cfg.backends.iter().map(|t| t.to_string()).collect();
+    let weighs = matches!(
+        cfg.policy.algorithm,
+        Algorithm::Weighted | Algorithm::LeastConn
+    );
+    if !weighs && cfg.policy.weights.iter().any(|&w| w != 1) {
+        term::warn("backend weights (ADDR=N) only count with --algorithm weighted or least-conn");
+    }
+    let list: Vec<String> = cfg
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match cfg.policy.weights.get(i) {
+            Some(&w) if w != 1 => format!("{t} (weight {w})"),
+            _ => t.to_string(),
+        })
+        .collect();
     term::out(&format!(
         "balancing over {} backend{} ({}): {}",
         list.len(),
