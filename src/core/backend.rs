@@ -35,8 +35,11 @@ pub struct Backend {
     pub ejections: AtomicU64,
     /// Failed requests in a row (connect errors, timeouts, 5xx answers).
     failures: AtomicU32,
-    /// Clock time (ms) its current or last ejection ends; 0 when never ejected.
+    /// Clock time (ms) its ejection ends; 0 when not ejected (reset once seen to be over, so
+    /// routability checks read the clock only while an ejection is on).
     ejected_until: AtomicU64,
+    /// Clock time (ms) its last ejection ended or ends; 0 when never ejected.
+    last_ejection_end: AtomicU64,
     /// Ejections in a row, for the growing ejection time.
     ejection_streak: AtomicU32,
     /// Clock time (ms) it last came back up after active checks; 0 when never.
@@ -66,6 +69,7 @@ impl Backend {
             ejections: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            last_ejection_end: AtomicU64::new(0),
             ejection_streak: AtomicU32::new(0),
             up_since: AtomicU64::new(0),
             rtt: AtomicU64::new(0),
@@ -84,14 +88,26 @@ impl Backend {
         self.healthy.swap(up, Relaxed)
     }
 
-    /// Healthy and not ejected: selection may pick it now. Reads the clock only while an
-    /// ejection has ever happened, so the common case is one or two relaxed loads.
+    /// Healthy and not ejected: selection may pick it now. Two relaxed loads unless an
+    /// ejection is on; the first check after it ends clears it.
     #[inline]
     pub fn is_routable(&self) -> bool {
         self.is_healthy() && {
             let until = self.ejected_until.load(Relaxed);
-            until == 0 || clock::now_ms() >= until
+            until == 0 || self.ejection_over(until, clock::now_ms())
         }
+    }
+
+    /// Whether the ejection ending at `until` is over at `now_ms`; clears it when it is.
+    fn ejection_over(&self, until: u64, now_ms: u64) -> bool {
+        if now_ms < until {
+            return false;
+        }
+        // Lost races mean another thread cleared it, or ejected it anew: both are fine.
+        let _ = self
+            .ejected_until
+            .compare_exchange(until, 0, Relaxed, Relaxed);
+        true
     }
 
     /// Whether an ejection is in force at clock time `now_ms`.
@@ -120,6 +136,7 @@ impl Backend {
             .compare_exchange(seen_until, until_ms, Relaxed, Relaxed)
             .is_ok();
         if won {
+            self.last_ejection_end.store(until_ms, Relaxed);
             self.ejection_streak.store(streak, Relaxed);
             self.failures.store(0, Relaxed);
             self.ejections.fetch_add(1, Relaxed);
@@ -127,19 +144,20 @@ impl Backend {
         won
     }
 
-    /// End of the current or last ejection (clock ms, 0 for never) and the ejection streak.
-    pub fn ejection(&self) -> (u64, u32) {
-        (
-            self.ejected_until.load(Relaxed),
-            self.ejection_streak.load(Relaxed),
-        )
+    /// The ejection state: the end of the ejection in force (0 for none), the end of the last
+    /// one (0 for never), and the ejections in a row.
+    pub fn ejection(&self) -> Ejection {
+        Ejection {
+            until: self.ejected_until.load(Relaxed),
+            last_end: self.last_ejection_end.load(Relaxed),
+            streak: self.ejection_streak.load(Relaxed),
+        }
     }
 
     /// Active checks brought it back at `now_ms`: any ejection ends and slow start begins.
     pub fn came_up(&self, now_ms: u64) {
-        let until = self.ejected_until.load(Relaxed);
-        if until > now_ms {
-            self.ejected_until.store(now_ms, Relaxed);
+        if self.ejected_until.swap(0, Relaxed) > now_ms {
+            self.last_ejection_end.store(now_ms, Relaxed);
         }
         self.ejection_streak.store(0, Relaxed);
         self.failures.store(0, Relaxed);
@@ -149,8 +167,8 @@ impl Backend {
     /// Share of a full traffic share it should take at `now_ms` under a slow start of
     /// `window_ms` (1.0 when none applies).
     pub fn warmth(&self, now_ms: u64, window_ms: u64) -> f64 {
-        let until = self.ejected_until.load(Relaxed);
-        let back_from_ejection = if until <= now_ms { until } else { 0 };
+        let end = self.last_ejection_end.load(Relaxed);
+        let back_from_ejection = if end <= now_ms { end } else { 0 };
         let since = self.up_since.load(Relaxed).max(back_from_ejection);
         warmth(now_ms, since, window_ms)
     }
@@ -177,6 +195,17 @@ impl Backend {
         };
         rtt * (self.in_flight.load(Relaxed) + 1) as f64
     }
+}
+
+/// A snapshot of a backend's ejection state, from [`Backend::ejection`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ejection {
+    /// End of the ejection in force (clock ms); 0 when none is (or it was seen to be over).
+    pub until: u64,
+    /// End of the last ejection (clock ms); 0 when never ejected.
+    pub last_end: u64,
+    /// Ejections in a row.
+    pub streak: u32,
 }
 
 /// Peak-EWMA (Finagle, Linkerd): a sample above the average replaces it at once; below it, the
@@ -248,9 +277,23 @@ mod tests {
         assert!(b.is_ejected_at(4999));
         assert!(!b.is_ejected_at(5000));
         assert_eq!(b.ejections.load(Relaxed), 1);
-        // Back from ejection at 5000: slow start from there.
+        // Back from ejection at 5000: slow start from there; the first look clears it.
         assert!((b.warmth(5500, 1000) - 0.5).abs() < 1e-9);
+        assert!(!b.ejection_over(5000, 4999));
+        assert!(b.ejection_over(5000, 5000));
+        assert_eq!(
+            b.ejection(),
+            Ejection {
+                until: 0,
+                last_end: 5000,
+                streak: 1
+            }
+        );
         b.came_up(5200);
-        assert_eq!(b.ejection(), (5000, 0));
+        assert_eq!(b.ejection().streak, 0);
+        assert!(
+            (b.warmth(5700, 1000) - 0.5).abs() < 1e-9,
+            "slow start from 5200"
+        );
     }
 }

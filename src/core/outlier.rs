@@ -48,8 +48,8 @@ impl Outlier {
         if self.eject_after == 0 || failures < self.eject_after {
             return None;
         }
-        let (until, streak) = b.ejection();
-        if until > now_ms {
+        let e = b.ejection();
+        if e.until > now_ms {
             return None; // already out
         }
         let out = set.iter().filter(|x| x.is_ejected_at(now_ms)).count();
@@ -58,14 +58,14 @@ impl Outlier {
         }
         // An ejection long over no longer counts toward the growing time.
         let max_ms = self.max.as_millis() as u64;
-        let streak = if until != 0 && now_ms.saturating_sub(until) > max_ms {
+        let streak = if e.last_end != 0 && now_ms.saturating_sub(e.last_end) > max_ms {
             0
         } else {
-            streak
+            e.streak
         };
         let time = self.ejection_time(streak);
         let end = now_ms.saturating_add(time.as_millis() as u64);
-        b.try_eject(until, end, streak.saturating_add(1))
+        b.try_eject(e.until, end, streak.saturating_add(1))
             .then_some(time)
     }
 }
