@@ -164,6 +164,13 @@ impl Backend {
         self.up_since.store(now_ms, Relaxed);
     }
 
+    /// Whether it ever came back (up after checks, or out of an ejection), so that slow start
+    /// may apply; lets callers skip reading the clock for backends that never left.
+    #[inline]
+    pub fn has_come_back(&self) -> bool {
+        self.up_since.load(Relaxed) != 0 || self.last_ejection_end.load(Relaxed) != 0
+    }
+
     /// Share of a full traffic share it should take at `now_ms` under a slow start of
     /// `window_ms` (1.0 when none applies).
     pub fn warmth(&self, now_ms: u64, window_ms: u64) -> f64 {

@@ -115,7 +115,7 @@ impl Pool {
     /// Slow start: a backend still ramping up keeps its pick with probability equal to its
     /// warmth, otherwise the next routable one takes it (the ramping one stays a fallback).
     fn warm_up(&self, set: &Snapshot, start: usize, rng: &mut fastrand::Rng) -> usize {
-        let Some(b) = set.get(start) else {
+        let Some(b) = set.get(start).filter(|b| b.has_come_back()) else {
             return start;
         };
         let warmth = b.warmth(clock::now_ms(), self.slow_start_ms);
