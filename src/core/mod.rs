@@ -8,4 +8,5 @@ pub mod health;
 pub mod pool;
 pub mod prober;
 pub mod server;
+pub mod tls;
 pub mod units;
