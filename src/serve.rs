@@ -111,6 +111,7 @@ async fn handle(
     }
     let resp = match (req.method(), req.uri().path()) {
         (_, "/echo") => echo(req).await,
+        (&Method::GET, "/ws") => websocket_echo(req),
         (&Method::GET | &Method::HEAD, "/") => {
             if state.fail_rate > 0.0 && fastrand::f64() < state.fail_rate {
                 text(
@@ -196,5 +197,53 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `GET /ws`: a WebSocket echo. Answers the handshake with 101, then echoes every text and
+/// binary message back until the client closes.
+fn websocket_echo(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let h = req.headers();
+    let upgrade = h
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let key = h
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let (true, Some(accept)) = (upgrade, key) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket handshake is expected on /ws",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::task::spawn_local(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
+    }
     r
 }

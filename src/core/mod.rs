@@ -11,4 +11,5 @@ pub mod pool;
 pub mod prober;
 pub mod select;
 pub mod server;
+pub mod tls;
 pub mod units;
