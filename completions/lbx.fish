@@ -51,7 +51,13 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l fall -d 'Failed chec
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l connect-timeout -d 'Time to connect to a backend' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l grace -d 'At shutdown, how long in-flight requests may take to finish' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l workers -d 'Worker threads, each with its own listener and backend connections (default: cores)' -r
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help'
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l config -d 'Read settings from this TOML file (flags given on the command line override it); SIGHUP or POST /reload re-reads it' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin -d 'Serve the admin API (backends, metrics, healthz, reload) on this address; :9900 means 127.0.0.1:9900' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin-token -d 'Bearer token the admin API requires' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log -d 'Write one line per request to PATH, or to stdout when no PATH is given' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log-format -d 'Access log line format' -r -f -a "text\t'Combined-like text: `client - - [time] "METHOD path" status bytes duration_ms backend attempts request_id`'
+json\t'One JSON object per line'"
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -s m -l method -d 'HTTP method' -r

@@ -84,6 +84,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         connect_timeout: Duration::from_secs(3),
         grace: Duration::from_secs(5),
         workers: 2,
+        ops: Default::default(),
     };
     let lb = balance::start(cfg).map_err(|e| {
         if args.port != 0 {

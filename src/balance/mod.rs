@@ -1,7 +1,11 @@
 //! `lbx balance`: the load balancer. Worker threads accept and proxy; a prober thread checks
 //! backends and flips their routable flags; the pool is shared lock-free.
 
+pub mod access_log;
+pub mod admin;
+pub mod metrics;
 pub mod proxy;
+pub mod registry;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -27,6 +31,8 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     /// How backends are dialed.
     pub dialer: Dialer,
+    /// Counters and the access log the request path records into.
+    pub telemetry: Arc<metrics::Telemetry>,
 }
 
 /// A running balancer.
@@ -37,6 +43,11 @@ pub struct BalanceHandle {
     pub pool: Arc<Pool>,
     workers: Workers,
     prober: std::thread::JoinHandle<()>,
+    /// Where the admin API listens, when enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// Run-time changes to the backend set.
+    pub registry: Arc<registry::Registry>,
+    control: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BalanceHandle {
@@ -45,6 +56,9 @@ impl BalanceHandle {
         self.workers.shutdown();
         self.workers.join();
         let _ = self.prober.join();
+        if let Some(c) = self.control {
+            let _ = c.join();
+        }
     }
 }
 
@@ -63,6 +77,33 @@ pub struct BalanceConfig {
     pub grace: Duration,
     /// Worker threads.
     pub workers: usize,
+    /// Admin API, access log and reload settings.
+    pub ops: OpsConfig,
+}
+
+/// Operations settings: the admin API and the access log.
+#[derive(Clone, Debug, Default)]
+pub struct OpsConfig {
+    /// Admin API address (off when None).
+    pub admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires.
+    pub admin_token: Option<String>,
+    /// Access log destination and format (off when None).
+    pub access_log: Option<access_log::AccessLogConfig>,
+}
+
+impl OpsConfig {
+    /// Reads the operations flags.
+    pub fn from_args(a: &BalanceArgs) -> OpsConfig {
+        OpsConfig {
+            admin: a.admin,
+            admin_token: a.admin_token.clone().filter(|t| !t.is_empty()),
+            access_log: a.access_log.as_ref().map(|p| access_log::AccessLogConfig {
+                path: (p.as_os_str() != "-").then(|| p.clone()),
+                format: a.access_log_format,
+            }),
+        }
+    }
 }
 
 impl BalanceConfig {
@@ -80,6 +121,7 @@ impl BalanceConfig {
             connect_timeout: a.connect_timeout,
             grace: a.grace,
             workers: a.workers.unwrap_or_else(server::default_workers),
+            ops: OpsConfig::from_args(a),
         }
     }
 }
@@ -101,9 +143,25 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let pool = Arc::new(Pool::new(cfg.backends.iter().cloned()));
     let listeners = server::bind(cfg.listen, cfg.workers)?;
     let addr = listeners[0].local_addr()?;
+    let telemetry = Arc::new(metrics::Telemetry {
+        metrics: Default::default(),
+        access_log: match &cfg.ops.access_log {
+            Some(c) => Some(access_log::AccessLog::start(c)?),
+            None => None,
+        },
+    });
+    let admin_listener = match cfg.ops.admin {
+        Some(a) => Some(server::bind(a, 1)?.remove(0)),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         dialer: dialer.clone(),
+        telemetry: telemetry.clone(),
     });
     let opts = ConnOptions {
         grace: cfg.grace,
@@ -116,9 +174,29 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         });
         accept_loop(listener, opts.clone(), shutdown, move |addr| {
             let (worker, peer) = (worker.clone(), Rc::new(proxy::Peer::new(addr)));
-            service_fn(move |req| proxy::handle(worker.clone(), peer.clone(), req))
+            let conn = metrics::ConnGuard::new(worker.shared.telemetry.clone());
+            service_fn(move |req| {
+                let _open = &conn;
+                proxy::handle(worker.clone(), peer.clone(), req)
+            })
         })
     })?;
+    let registry = Arc::new(registry::Registry::new(pool.clone()));
+    let control = if admin_listener.is_some() {
+        let ctx = Arc::new(admin::Admin {
+            registry: registry.clone(),
+            telemetry,
+            token: cfg.ops.admin_token.clone(),
+            reload: None,
+        });
+        Some(admin::spawn_control(
+            ctx,
+            admin_listener,
+            workers.subscribe(),
+        )?)
+    } else {
+        None
+    };
     let (p, d, hc, stop) = (
         pool.clone(),
         dialer,
@@ -157,6 +235,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         pool,
         workers,
         prober,
+        admin_addr,
+        registry,
+        control,
     })
 }
 
@@ -165,6 +246,9 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
     let cfg = BalanceConfig::from_args(&args);
     let handle = start(cfg.clone())?;
     term::out(&format!("listening on {}", handle.addr));
+    if let Some(a) = handle.admin_addr {
+        term::out(&format!("admin listening on {a}"));
+    }
     let list: Vec<String> = cfg.backends.iter().map(|t| t.to_string()).collect();
     term::out(&format!(
         "balancing over {} backend{} (round robin): {}",

@@ -14,6 +14,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 
+use super::access_log::ensure_request_id;
+use super::metrics::{Arrival, Metered, Served};
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
 use crate::core::backend::Backend;
@@ -185,8 +187,22 @@ fn mark_down(b: &Backend, why: &str) {
     }
 }
 
-/// Serves one client request.
+/// Serves one client request: the request id and the exchange's accounting (metrics, access
+/// log) wrap [`forward`].
 pub async fn handle(
+    w: Rc<Worker>,
+    peer: Rc<Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<Metered<ProxyBody>>, Infallible> {
+    let (mut parts, body) = req.into_parts();
+    let id = ensure_request_id(&mut parts.headers);
+    let arrival = Arrival::new(&w.shared.telemetry, peer.addr, &parts, id);
+    let Ok(resp) = forward(w.clone(), peer, Request::from_parts(parts, body)).await;
+    Ok(arrival.finish(w.shared.telemetry.clone(), resp))
+}
+
+/// Forwards one client request to a backend.
+pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
     req: Request<Incoming>,
@@ -206,6 +222,7 @@ pub async fn handle(
     ));
     let shared = &w.shared;
     let mut failed_after_send = false;
+    let mut attempts = 0;
     for backend in shared.pool.candidates() {
         // Two tries per backend: a pooled connection the backend had already closed is
         // replaced by a fresh one.
@@ -237,11 +254,16 @@ pub async fn handle(
                 }
             };
             backend.requests.fetch_add(1, Relaxed);
+            attempts += 1;
             let in_flight = InFlight::new(backend.clone());
             match conn.try_send_request(req).await {
                 Ok(resp) => {
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
+                    rparts.extensions.insert(Served {
+                        backend: backend.clone(),
+                        attempts,
+                    });
                     let body =
                         UpstreamBody::new(rbody, w.conns.clone(), backend.id, conn, in_flight);
                     return Ok(Response::from_parts(rparts, Either::Left(body)));

@@ -43,7 +43,7 @@ impl Pool {
 
     /// Number of backends that may take traffic now.
     pub fn healthy_count(&self) -> usize {
-        self.set.load().iter().filter(|b| b.is_healthy()).count()
+        self.set.load().iter().filter(|b| b.is_routable()).count()
     }
 
     /// Round robin over the healthy backends: the first item is this request's pick, the rest
@@ -51,7 +51,7 @@ impl Pool {
     /// iterator advances, so a backend marked down mid-request is skipped.
     pub fn candidates(&self) -> Candidates {
         let set = self.set.load_full();
-        let healthy = set.iter().filter(|b| b.is_healthy()).count();
+        let healthy = set.iter().filter(|b| b.is_routable()).count();
         let start = if healthy == 0 {
             0
         } else {
@@ -60,7 +60,7 @@ impl Pool {
             // instead of giving a down backend's turn to its neighbour.
             set.iter()
                 .enumerate()
-                .filter(|(_, b)| b.is_healthy())
+                .filter(|(_, b)| b.is_routable())
                 .nth(k)
                 .map_or(0, |(i, _)| i)
         };
@@ -87,7 +87,7 @@ impl Iterator for Candidates {
         while self.offset < n {
             let b = &self.set[(self.start + self.offset) % n];
             self.offset += 1;
-            if b.is_healthy() {
+            if b.is_routable() {
                 return Some(b.clone());
             }
         }
@@ -149,6 +149,21 @@ mod tests {
         }
         assert!(p.candidates().next().is_none());
         assert_eq!(p.healthy_count(), 0);
+    }
+
+    #[test]
+    fn draining_backends_are_not_picked() {
+        let p = pool(3);
+        p.snapshot()[0]
+            .ops
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut counts = [0; 3];
+        for _ in 0..30 {
+            counts[pick(&p) as usize - 1] += 1;
+        }
+        assert_eq!(counts, [0, 15, 15]);
+        assert_eq!(p.healthy_count(), 2);
     }
 
     #[test]

@@ -175,6 +175,12 @@ async fn probe_inner(
     Ok(())
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Settings for periodic checks.
 #[derive(Clone, Debug)]
 pub struct HealthCheck {
@@ -226,6 +232,11 @@ pub async fn run_prober<F>(
             }
             let t = h.observe(outcome.healthy);
             b.set_healthy(h.is_healthy());
+            b.ops.record_probe(
+                outcome.healthy,
+                outcome.status.map(|s| s.as_u16()),
+                unix_ms(),
+            );
             if let Some(t) = t {
                 on_transition(b, t, &outcome);
             }
