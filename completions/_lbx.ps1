@@ -88,6 +88,8 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             [CompletionResult]::new('--watch', '--watch', [CompletionResultType]::ParameterName, 'Re-probe every INTERVAL [default: 2s] until Ctrl-C, printing only state changes with timestamps (NDJSON with --json). Exit status then reflects the last state')
             [CompletionResult]::new('--rise', '--rise', [CompletionResultType]::ParameterName, 'Successful probes in a row before a down target counts as up (--watch, --wait-healthy)')
             [CompletionResult]::new('--fall', '--fall', [CompletionResultType]::ParameterName, 'Failed probes in a row before an up target counts as down (--watch, --wait-healthy)')
+            [CompletionResult]::new('--admin', '--admin', [CompletionResultType]::ParameterName, 'Show the pool as a balancer''s admin API at ADDR sees it, instead of probing targets')
+            [CompletionResult]::new('--admin-token', '--admin-token', [CompletionResultType]::ParameterName, 'Bearer token for --admin')
             [CompletionResult]::new('-k', '-k', [CompletionResultType]::ParameterName, 'Do not verify TLS certificates')
             [CompletionResult]::new('--insecure', '--insecure', [CompletionResultType]::ParameterName, 'Do not verify TLS certificates')
             [CompletionResult]::new('--wait-healthy', '--wait-healthy', [CompletionResultType]::ParameterName, 'Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out (exit 1). State changes are logged to stderr, the last round printed as usual')

@@ -241,7 +241,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__check)
-            opts="-m -H -k -h -V --path --method --header --expect-status --expect-body --expect-body-regex --timeout --connect-timeout --insecure --cacert --cert-warn-days --watch --wait-healthy --rise --fall --json --help --version"
+            opts="-m -H -k -h -V --path --method --header --expect-status --expect-body --expect-body-regex --timeout --connect-timeout --insecure --cacert --cert-warn-days --watch --wait-healthy --rise --fall --json --admin --admin-token --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,6 +304,14 @@ _lbx() {
                     return 0
                     ;;
                 --fall)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

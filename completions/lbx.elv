@@ -82,6 +82,8 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --watch 'Re-probe every INTERVAL [default: 2s] until Ctrl-C, printing only state changes with timestamps (NDJSON with --json). Exit status then reflects the last state'
             cand --rise 'Successful probes in a row before a down target counts as up (--watch, --wait-healthy)'
             cand --fall 'Failed probes in a row before an up target counts as down (--watch, --wait-healthy)'
+            cand --admin 'Show the pool as a balancer''s admin API at ADDR sees it, instead of probing targets'
+            cand --admin-token 'Bearer token for --admin'
             cand -k 'Do not verify TLS certificates'
             cand --insecure 'Do not verify TLS certificates'
             cand --wait-healthy 'Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out (exit 1). State changes are logged to stderr, the last round printed as usual'

@@ -72,6 +72,8 @@ complete -c lbx -n "__fish_lbx_using_subcommand check" -l cert-warn-days -d 'War
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l watch -d 'Re-probe every INTERVAL [default: 2s] until Ctrl-C, printing only state changes with timestamps (NDJSON with --json). Exit status then reflects the last state' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l rise -d 'Successful probes in a row before a down target counts as up (--watch, --wait-healthy)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l fall -d 'Failed probes in a row before an up target counts as down (--watch, --wait-healthy)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l admin -d 'Show the pool as a balancer\'s admin API at ADDR sees it, instead of probing targets' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l admin-token -d 'Bearer token for --admin' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -s k -l insecure -d 'Do not verify TLS certificates'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l wait-healthy -d 'Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out (exit 1). State changes are logged to stderr, the last round printed as usual'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l json -d 'Print JSON: an array of objects, one per target (NDJSON events with --watch)'

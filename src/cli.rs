@@ -201,13 +201,14 @@ pub struct BalanceArgs {
     lbx check https://api.example.com --path /ready --expect-status 200,204\n  \
     lbx check :8080 --wait-healthy --timeout 30s && ./run-tests\n  \
     lbx check :9001 :9002 --watch 1s            print UP/DOWN changes until Ctrl-C\n  \
-    lbx check :9001 --json | jq '.[0].timings_ms'\n\n\
+    lbx check :9001 --json | jq '.[0].timings_ms'\n  \
+    lbx check --admin :9900                     the pool as a running balancer sees it\n\n\
     Timings are phases that add up to the total: DNS, TCP connect, TLS handshake, TTFB (request \
     sent to response head) and transfer (the body; JSON only).\n\n\
     Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 usage error.")]
 pub struct CheckArgs {
     /// Targets to probe, all at once.
-    #[arg(value_name = "ADDR", required = true, value_parser = target)]
+    #[arg(value_name = "ADDR", required_unless_present = "admin", value_parser = target)]
     pub targets: Vec<Target>,
     /// Path (and query) to request.
     #[arg(long, value_name = "PATH", default_value = "/healthcheck", value_parser = crate::check::expect::parse_path)]
@@ -261,6 +262,17 @@ pub struct CheckArgs {
     /// Print JSON: an array of objects, one per target (NDJSON events with --watch).
     #[arg(long)]
     pub json: bool,
+    /// Show the pool as a balancer's admin API at ADDR sees it, instead of probing targets.
+    #[arg(long, value_name = "ADDR", value_parser = target, conflicts_with_all = ["targets", "watch", "wait_healthy"])]
+    pub admin: Option<Target>,
+    /// Bearer token for --admin.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LBX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 /// Options for `lbx bench`.

@@ -264,3 +264,48 @@ fn healthz_is_503_when_every_backend_is_down() {
     .status
         == 503));
 }
+
+#[test]
+fn check_admin_prints_the_pool() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let (_lb, admin) = balance_with_admin(&[a.addr(), b.addr()], &["--admin-token", TOKEN]);
+    let admin_s = admin.to_string();
+    let drain = format!("/backends/{}/drain", b.addr());
+    assert_eq!(
+        admin_call(admin, "POST", &drain, Some(TOKEN), "").status,
+        200
+    );
+
+    let out = run_lbx(
+        &["check", "--admin", &admin_s, "--admin-token", TOKEN],
+        Duration::from_secs(20),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a draining backend: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("BACKEND"), "{stdout}");
+    assert!(lines[1].starts_with(&a.addr().to_string()) && lines[1].contains("healthy"));
+    assert!(lines[2].starts_with(&b.addr().to_string()) && lines[2].contains("draining"));
+
+    let out = run_lbx(
+        &[
+            "check",
+            "--admin",
+            &admin_s,
+            "--admin-token",
+            TOKEN,
+            "--json",
+        ],
+        Duration::from_secs(20),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["state"], "healthy");
+    assert_eq!(v[1]["state"], "draining");
+
+    let out = run_lbx(&["check", "--admin", &admin_s], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+}
