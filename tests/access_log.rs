@@ -5,14 +5,6 @@ use common::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn temp_path(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!("lbx-{name}-{}-{nanos}", std::process::id()))
-}
-
 fn read_lines(path: &PathBuf, n: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let ok = wait_until(Duration::from_secs(10), || {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
@@ -90,6 +91,8 @@ pub struct OpsConfig {
     pub admin_token: Option<String>,
     /// Access log destination and format (off when None).
     pub access_log: Option<access_log::AccessLogConfig>,
+    /// Re-reads the config file on SIGHUP and `POST /reload` (when run with `--config`).
+    pub reloader: Option<Arc<config::Reloader>>,
 }
 
 impl OpsConfig {
@@ -102,6 +105,7 @@ impl OpsConfig {
                 path: (p.as_os_str() != "-").then(|| p.clone()),
                 format: a.access_log_format,
             }),
+            reloader: None,
         }
     }
 }
@@ -182,12 +186,16 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         })
     })?;
     let registry = Arc::new(registry::Registry::new(pool.clone()));
-    let control = if admin_listener.is_some() {
+    let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() {
+        let reload = cfg.ops.reloader.clone().map(|r| {
+            let reg = registry.clone();
+            Arc::new(move || r.reload(&reg)) as admin::ReloadFn
+        });
         let ctx = Arc::new(admin::Admin {
             registry: registry.clone(),
             telemetry,
             token: cfg.ops.admin_token.clone(),
-            reload: None,
+            reload,
         });
         Some(admin::spawn_control(
             ctx,
@@ -243,8 +251,19 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
 
 /// Runs `lbx balance` until SIGINT/SIGTERM, then drains and exits 0.
 pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
-    let cfg = BalanceConfig::from_args(&args);
+    let (args, weights, reloader) = match args.config.clone() {
+        Some(path) => {
+            let (merged, reloader) = config::load(args, &path)?;
+            (merged.args, Some(merged.backends), Some(Arc::new(reloader)))
+        }
+        None => (args, None, None),
+    };
+    let mut cfg = BalanceConfig::from_args(&args);
+    cfg.ops.reloader = reloader;
     let handle = start(cfg.clone())?;
+    if let Some(w) = weights {
+        handle.registry.apply_config(&w);
+    }
     term::out(&format!("listening on {}", handle.addr));
     if let Some(a) = handle.admin_addr {
         term::out(&format!("admin listening on {a}"));

@@ -364,3 +364,12 @@ pub fn admin_call(
     }
     request(admin, method, path, &headers, body.as_bytes()).expect("admin request")
 }
+
+/// A fresh path in the temp directory (nothing is created there).
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("lbx-{name}-{}-{nanos}", std::process::id()))
+}
