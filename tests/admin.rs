@@ -78,16 +78,22 @@ fn bad_input_is_400_and_changes_nothing() {
 fn registry_round_trip() {
     let a = serve(1, &[]);
     let b = serve(2, &["--delay", "600ms"]);
-    let (lb, admin) = balance_with_admin(&[a.addr()], &["--workers", "2"]);
+    let (lb, admin) = balance_with_admin(
+        &[a.addr()],
+        // b answers after 600ms, health checks included.
+        &["--workers", "2", "--interval", "100ms", "--timeout", "2s"],
+    );
     let lb_addr = lb.addr();
 
-    // Register: the new backend takes traffic.
+    // Register: the new backend takes traffic once its health checks pass.
     let body = format!(r#"{{"address": "{}", "weight": 2}}"#, b.addr());
     let r = admin_call(admin, "POST", "/backends", None, &body);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(json(&r)["weight"], 2);
     assert!(
-        (0..10).any(|_| server_id(&get(lb_addr, "/").unwrap()) == "2"),
+        wait_until(Duration::from_secs(10), || server_id(
+            &get(lb_addr, "/").unwrap()
+        ) == "2"),
         "the registered backend got no traffic"
     );
 

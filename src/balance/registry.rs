@@ -90,8 +90,8 @@ impl Registry {
             .cloned()
     }
 
-    /// Registers a backend; it takes traffic at once and stays while its probes pass. A backend
-    /// whose delete is still draining is taken back instead of added twice.
+    /// Registers a backend; it takes traffic once its health checks pass (`rise` in a row). A
+    /// backend whose delete is still draining is taken back instead of added twice.
     pub fn add(&self, target: Target, weight: u32) -> Result<Arc<Backend>, RegistryError> {
         let weight = check_weight(weight).map_err(RegistryError::BadRequest)?;
         let mut api = self.lock();
@@ -107,7 +107,7 @@ impl Registry {
             api.insert(target);
             return Ok(b.clone());
         }
-        let b = Arc::new(Backend::new(target.clone()));
+        let b = Arc::new(Backend::new(target.clone()).start_down());
         b.ops.weight.store(weight, Relaxed);
         let mut next: BackendSet = set.as_ref().clone();
         next.push(b.clone());
@@ -160,7 +160,8 @@ impl Registry {
             .count()
     }
 
-    /// Applies the backends a (re)loaded config names: new ones are added, ones it no longer
+    /// Applies the backends a (re)loaded config names: new ones are added (taking traffic once
+    /// their health checks pass), ones it no longer
     /// names are removed gracefully unless they were registered through the API, the rest keep
     /// their counters and health. A backend the file names becomes the file's (its weight wins).
     pub fn apply_config(&self, wanted: &[(Target, u32)]) -> ReloadSummary {
@@ -193,7 +194,7 @@ impl Registry {
             if next.iter().any(|b| b.target == *t) {
                 continue;
             }
-            let b = Arc::new(Backend::new(t.clone()));
+            let b = Arc::new(Backend::new(t.clone()).start_down());
             b.ops.weight.store(*w, Relaxed);
             summary.added.push(t.to_string());
             next.push(b);

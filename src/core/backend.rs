@@ -54,6 +54,13 @@ impl Backend {
         was
     }
 
+    /// The same backend, out of rotation until its health checks pass (for backends added to a
+    /// running pool, which should not take traffic before they are known to answer).
+    pub fn start_down(self) -> Backend {
+        self.healthy.store(false, Relaxed);
+        self
+    }
+
     /// Whether selection may pick it for a new request: healthy and not draining.
     #[inline]
     pub fn is_routable(&self) -> bool {
