@@ -66,6 +66,7 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             [CompletionResult]::new('--admin-token', '--admin-token', [CompletionResultType]::ParameterName, 'Bearer token the admin API requires')
             [CompletionResult]::new('--access-log', '--access-log', [CompletionResultType]::ParameterName, 'Write one line per request to PATH, or to stdout when no PATH is given')
             [CompletionResult]::new('--access-log-format', '--access-log-format', [CompletionResultType]::ParameterName, 'Access log line format')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter; overrides RUST_LOG [default: info]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

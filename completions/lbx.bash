@@ -73,7 +73,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__balance)
-            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --config --admin --admin-token --access-log --access-log-format --help --version"
+            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --config --admin --admin-token --access-log --access-log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -149,6 +149,10 @@ _lbx() {
                     ;;
                 --access-log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

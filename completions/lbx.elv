@@ -61,6 +61,7 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --admin-token 'Bearer token the admin API requires'
             cand --access-log 'Write one line per request to PATH, or to stdout when no PATH is given'
             cand --access-log-format 'Access log line format'
+            cand --log-level 'Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter; overrides RUST_LOG [default: info]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

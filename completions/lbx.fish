@@ -57,6 +57,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin-token -d 'Bear
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log -d 'Write one line per request to PATH, or to stdout when no PATH is given' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log-format -d 'Access log line format' -r -f -a "text\t'Combined-like text: `client - - [time] "METHOD path" status bytes duration_ms backend attempts request_id`'
 json\t'One JSON object per line'"
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l log-level -d 'Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter; overrides RUST_LOG [default: info]' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r

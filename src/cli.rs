@@ -192,6 +192,10 @@ pub struct BalanceArgs {
     /// Access log line format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
     pub access_log_format: crate::balance::access_log::LogFormat,
+    /// Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter;
+    /// overrides RUST_LOG [default: info].
+    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_filter)]
+    pub log_level: Option<String>,
 }
 
 /// Options for `lbx check`.

@@ -315,3 +315,34 @@ fn check_admin_prints_the_pool() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("401"), "{stderr}");
 }
+
+#[test]
+fn log_level_filters_operational_logs() {
+    let a = serve(1, &[]);
+    let (lb, admin) = balance_with_admin(&[a.addr()], &["--log-level", "debug"]);
+    assert_eq!(admin_call(admin, "GET", "/healthz", None, "").status, 200);
+    let mut errs = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        errs.extend(lb.stderr_so_far());
+        errs.iter()
+            .any(|l| l.contains(" DEBUG admin request") && l.contains("path=/healthz"))
+    }));
+    drop(lb);
+
+    let (mut lb, admin) = balance_with_admin(&[a.addr()], &["--log-level", "warn"]);
+    assert_eq!(admin_call(admin, "GET", "/healthz", None, "").status, 200);
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
+    let errs = lb.stderr_so_far();
+    assert!(
+        errs.iter()
+            .all(|l| !l.contains(" INFO ") && !l.contains(" DEBUG ")),
+        "{errs:?}"
+    );
+
+    let out = run_lbx(
+        &["balance", "-b", ":1", "--log-level", "loud"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

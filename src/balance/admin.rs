@@ -288,6 +288,7 @@ pub async fn handle(
         ),
         _ => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}")),
     };
+    tracing::debug!(method = %m, path = %path, status = resp.status().as_u16(), "admin request");
     Ok(resp)
 }
 

@@ -56,6 +56,10 @@ parsed!(
     Listen, SocketAddr, crate::cli::listen_addr
 );
 parsed!(
+    /// A log level or filter, as `--log-level` takes it.
+    LogFilter, String, crate::logging::parse_filter
+);
+parsed!(
     /// A path that starts with `/`.
     UrlPath, String, |s: &str| if s.starts_with('/') {
         Ok(s.to_string())
@@ -167,6 +171,8 @@ pub struct FileConfig {
     /// The access log.
     #[serde(default)]
     pub access_log: AccessLogSection,
+    /// `--log-level`.
+    pub log_level: Option<LogFilter>,
 }
 
 /// Parses config text; the error names `name`, the line and the column.
@@ -250,6 +256,7 @@ pub fn merge(
     take!("admin", a.admin, f.admin.listen.map(|l| Some(l.0)));
     take!("admin_token", a.admin_token, f.admin.token.map(Some));
     take!("access_log", a.access_log, f.access_log.path.map(Some));
+    take!("log_level", a.log_level, f.log_level.map(|l| Some(l.0)));
     take!(
         "access_log_format",
         a.access_log_format,
@@ -334,7 +341,7 @@ impl Reloader {
 type Show = fn(&BalanceArgs) -> String;
 
 /// The settings a reload does not apply, each with how to compare it.
-const RESTART_SETTINGS: [(&str, Show); 13] = [
+const RESTART_SETTINGS: [(&str, Show); 14] = [
     ("host", |a| a.host.to_string()),
     ("port", |a| a.port.to_string()),
     ("workers", |a| format!("{:?}", a.workers)),
@@ -347,6 +354,7 @@ const RESTART_SETTINGS: [(&str, Show); 13] = [
     ("health.fall", |a| a.fall.to_string()),
     ("admin.listen", |a| format!("{:?}", a.admin)),
     ("admin.token", |a| format!("{:?}", a.admin_token)),
+    ("log_level", |a| format!("{:?}", a.log_level)),
     ("access_log", |a| {
         format!("{:?} {:?}", a.access_log, a.access_log_format)
     }),

@@ -258,6 +258,7 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
         }
         None => (args, None, None),
     };
+    crate::logging::init(args.log_level.as_deref());
     let mut cfg = BalanceConfig::from_args(&args);
     cfg.ops.reloader = reloader;
     let handle = start(cfg.clone())?;
