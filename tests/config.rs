@@ -222,4 +222,16 @@ fn an_invalid_reload_keeps_serving() {
     let r = admin_call(admin, "POST", "/reload", None, "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(pool(admin), [a.addr().to_string(), b.addr().to_string()]);
+
+    // A backend registered through the API survives a reload of a file that does not name it.
+    let c = serve(3, &[]);
+    let body = format!(r#"{{"address": "{}"}}"#, c.addr());
+    assert_eq!(
+        admin_call(admin, "POST", "/backends", None, &body).status,
+        201
+    );
+    f.write(&backends_toml(&[b.addr()]));
+    assert_eq!(admin_call(admin, "POST", "/reload", None, "").status, 200);
+    let want = [b.addr().to_string(), c.addr().to_string()];
+    assert!(wait_until(Duration::from_secs(10), || pool(admin) == want));
 }
