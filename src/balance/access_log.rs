@@ -30,8 +30,13 @@ pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let v = HeaderValue::from_str(&id).expect("hex is a valid header value");
+    // 128 random bits as 32 hex digits, formatted without a heap string.
+    let mut id = [0u8; 32];
+    let bits = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    let v = HeaderValue::from_bytes(&id).expect("hex is a valid header value");
     h.insert(&X_REQUEST_ID, v.clone());
     v
 }
@@ -49,10 +54,12 @@ pub enum LogFormat {
 }
 
 /// One finished request, as logged.
+#[derive(serde::Serialize)]
 pub struct Entry<'a> {
     /// When the request arrived (RFC 3339 UTC).
     pub time: &'a str,
-    /// Client socket address.
+    /// Client socket address (logged as its IP).
+    #[serde(serialize_with = "client_ip")]
     pub client: SocketAddr,
     /// Request method.
     pub method: &'a str,
@@ -62,7 +69,8 @@ pub struct Entry<'a> {
     pub status: u16,
     /// Response body bytes sent to the client.
     pub bytes: u64,
-    /// From arrival to the end of the response body.
+    /// From arrival to the end of the response body (logged as `duration_ms`).
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
     /// The backend that answered, if any.
     pub backend: Option<String>,
@@ -77,19 +85,7 @@ impl Entry<'_> {
     pub fn format(&self, format: LogFormat) -> String {
         let ms = self.duration.as_secs_f64() * 1000.0;
         match format {
-            LogFormat::Json => serde_json::json!({
-                "time": self.time,
-                "client": self.client.ip().to_string(),
-                "method": self.method,
-                "path": self.path,
-                "status": self.status,
-                "bytes": self.bytes,
-                "duration_ms": (ms * 1000.0).round() / 1000.0,
-                "backend": self.backend,
-                "attempts": self.attempts,
-                "request_id": self.request_id,
-            })
-            .to_string(),
+            LogFormat::Json => serde_json::to_string(self).unwrap_or_default(),
             LogFormat::Text => format!(
                 "{} - - [{}] \"{} {}\" {} {} {:.3}ms {} {} {}",
                 self.client.ip(),
@@ -105,6 +101,15 @@ impl Entry<'_> {
             ),
         }
     }
+}
+
+fn client_ip<S: serde::Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&a.ip())
+}
+
+/// Milliseconds with microsecond precision.
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_micros() as f64 / 1000.0)
 }
 
 /// Where lines go, and in which format.
