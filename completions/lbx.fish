@@ -55,7 +55,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l config -d 'Read sett
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin -d 'Serve the admin API (backends, metrics, healthz, reload) on this address; :9900 means 127.0.0.1:9900' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin-token -d 'Bearer token the admin API requires' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log -d 'Write one line per request to PATH, or to stdout when no PATH is given' -r -F
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log-format -d 'Access log line format' -r -f -a "text\t'Combined-like text: `client - - [time] "METHOD path" status bytes duration_ms backend attempts request_id`'
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log-format -d 'Access log line format' -r -f -a "text\t'Combined-like text: `client - - [time] "METHOD path" status bytes duration backend attempts request_id`'
 json\t'One JSON object per line'"
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l log-level -d 'Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter; overrides RUST_LOG [default: info]' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'

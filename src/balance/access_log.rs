@@ -45,7 +45,7 @@ pub fn ensure_request_id(h: &mut HeaderMap) -> HeaderValue {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Combined-like text: `client - - [time] "METHOD path" status bytes duration_ms backend
+    /// Combined-like text: `client - - [time] "METHOD path" status bytes duration backend
     /// attempts request_id`.
     #[default]
     Text,
