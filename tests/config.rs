@@ -235,3 +235,30 @@ fn an_invalid_reload_keeps_serving() {
     let want = [b.addr().to_string(), c.addr().to_string()];
     assert!(wait_until(Duration::from_secs(10), || pool(admin) == want));
 }
+
+#[test]
+fn reload_applies_health_check_settings() {
+    let a = serve(1, &[]);
+    let with_path = |path: &str| {
+        format!(
+            "backends = [\"{}\"]\n[health]\npath = \"{path}\"\ninterval = \"100ms\"\nrise = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            a.addr()
+        )
+    };
+    // A health path the backend does not serve: it goes down, the balancer answers 503.
+    let f = File::new(&with_path("/missing"));
+    let (lb, admin) = balance_from(&f.0);
+    assert!(wait_until(Duration::from_secs(10), || get(lb.addr(), "/")
+        .unwrap()
+        .status
+        == 503));
+    // The right path through a reload: it comes back.
+    f.write(&with_path("/healthcheck"));
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("health.path"), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(10), || get(lb.addr(), "/")
+        .unwrap()
+        .status
+        == 200));
+}

@@ -299,10 +299,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Re-reads the file and applies its backends through the registry. On any error nothing
-    /// changes and the reason is logged and returned. Settings other than the backends apply
-    /// at the next restart; the summary names those that changed.
-    pub fn reload(&self, registry: &Registry) -> Result<String, String> {
+    /// Re-reads the file and applies its backends through the registry; returns a summary and
+    /// the settings now in force (the caller applies the health checks). On any error nothing
+    /// changes and the reason is logged and returned. Settings other than the backends and the
+    /// health checks apply at the next restart; the summary names those that changed.
+    pub fn reload(&self, registry: &Registry) -> Result<(String, BalanceArgs), String> {
         let merged = read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit));
         let merged = match merged {
             Ok(m) => m,
@@ -313,8 +314,8 @@ impl Reloader {
         };
         let s = registry.apply_config(&merged.backends);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let restart = changed_settings(&running, &merged.args);
-        *running = merged.args;
+        let changed = changed_settings(&running, &merged.args);
+        *running = merged.args.clone();
         let mut summary = format!(
             "reloaded {}: {} added, {} removed, {} kept",
             self.path.display(),
@@ -327,6 +328,11 @@ impl Reloader {
                 summary.push_str(&format!("; {what} {}", list.join(", ")));
             }
         }
+        let (health, restart): (Vec<&str>, Vec<&str>) =
+            changed.into_iter().partition(|n| n.starts_with("health."));
+        if !health.is_empty() {
+            summary.push_str(&format!("; health checks now use {}", health.join(", ")));
+        }
         if !restart.is_empty() {
             summary.push_str(&format!(
                 "; changed settings that apply at the next restart: {}",
@@ -334,14 +340,15 @@ impl Reloader {
             ));
         }
         crate::term::info(&summary);
-        Ok(summary)
+        Ok((summary, merged.args))
     }
 }
 
 type Show = fn(&BalanceArgs) -> String;
 
-/// The settings a reload does not apply, each with how to compare it.
-const RESTART_SETTINGS: [(&str, Show); 14] = [
+/// The settings a reload reports when they change, each with how to compare it. The health
+/// ones are applied; the rest wait for a restart.
+const REPORTED_SETTINGS: [(&str, Show); 14] = [
     ("host", |a| a.host.to_string()),
     ("port", |a| a.port.to_string()),
     ("workers", |a| format!("{:?}", a.workers)),
@@ -362,7 +369,7 @@ const RESTART_SETTINGS: [(&str, Show); 14] = [
 
 /// Names of the settings (other than backends) that differ.
 fn changed_settings(old: &BalanceArgs, new: &BalanceArgs) -> Vec<&'static str> {
-    RESTART_SETTINGS
+    REPORTED_SETTINGS
         .iter()
         .filter(|(_, show)| show(old) != show(new))
         .map(|(name, _)| *name)
@@ -424,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn reload_names_the_settings_it_cannot_apply() {
+    fn reload_names_the_settings_that_changed() {
         let old = flags(&["-b", ":1"]);
         let new = flags(&["-b", ":2", "--rise", "4", "-p", "81"]);
         assert_eq!(changed_settings(&old, &new), ["port", "health.rise"]);

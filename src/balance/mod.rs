@@ -22,7 +22,7 @@ use crate::core::addr::Target;
 use crate::core::client::{Dialer, TlsOptions};
 use crate::core::health::Transition;
 use crate::core::pool::Pool;
-use crate::core::prober::{run_prober, HealthCheck, ProbeSpec};
+use crate::core::prober::{run_prober_reloadable, HealthCheck, ProbeSpec};
 use crate::core::server::{self, accept_loop, ConnOptions, Workers};
 use crate::term;
 
@@ -186,10 +186,23 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         })
     })?;
     let registry = Arc::new(registry::Registry::new(pool.clone()));
+    // Health check settings a reload changes reach the prober through this channel.
+    let (health_tx, health_rx) = tokio::sync::watch::channel(cfg.health.clone());
     let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() {
         let reload = cfg.ops.reloader.clone().map(|r| {
             let reg = registry.clone();
-            Arc::new(move || r.reload(&reg)) as admin::ReloadFn
+            Arc::new(move || {
+                let (summary, args) = r.reload(&reg)?;
+                let hc = BalanceConfig::from_args(&args).health;
+                health_tx.send_if_modified(|cur| {
+                    let changed = format!("{cur:?}") != format!("{hc:?}");
+                    if changed {
+                        *cur = hc;
+                    }
+                    changed
+                });
+                Ok(summary)
+            }) as admin::ReloadFn
         });
         let ctx = Arc::new(admin::Admin {
             registry: registry.clone(),
@@ -205,12 +218,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     } else {
         None
     };
-    let (p, d, hc, stop) = (
-        pool.clone(),
-        dialer,
-        cfg.health.clone(),
-        workers.subscribe(),
-    );
+    let (p, d, hc, stop) = (pool.clone(), dialer, health_rx, workers.subscribe());
     let prober = std::thread::Builder::new()
         .name("lbx-prober".into())
         .spawn(move || {
@@ -218,7 +226,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(run_prober(p, d, hc, stop, |b, t, outcome| {
+            rt.block_on(run_prober_reloadable(p, d, hc, stop, |b, t, outcome| {
                 let line = match t {
                     Transition::Up => format!(
                         "backend {} {} (health checks pass)",

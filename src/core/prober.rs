@@ -244,3 +244,46 @@ pub async fn run_prober<F>(
         states.retain(|id, _| set.iter().any(|b| b.id == *id));
     }
 }
+
+/// [`run_prober`] with settings that may change: each new value of `hc` ends the current probe
+/// loop (after its round in progress) and starts one with the new settings. Every backend's
+/// rise/fall streak starts over then; one already down must rise again. Ends at `shutdown`.
+pub async fn run_prober_reloadable<F>(
+    pool: Arc<Pool>,
+    dialer: Dialer,
+    mut hc: watch::Receiver<HealthCheck>,
+    mut shutdown: watch::Receiver<bool>,
+    on_transition: F,
+) where
+    F: Fn(&Backend, Transition, &ProbeOutcome),
+{
+    let mut updates = true;
+    loop {
+        let current = hc.borrow_and_update().clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let run = run_prober(
+            pool.clone(),
+            dialer.clone(),
+            current,
+            stop_rx,
+            &on_transition,
+        );
+        tokio::pin!(run);
+        let restart = loop {
+            tokio::select! {
+                _ = &mut run => return,
+                _ = shutdown.changed() => break false,
+                changed = hc.changed(), if updates => match changed {
+                    Ok(()) => break true,
+                    // No more updates will come: keep probing with what we have.
+                    Err(_) => updates = false,
+                },
+            }
+        };
+        let _ = stop_tx.send(true);
+        run.await;
+        if !restart {
+            return;
+        }
+    }
+}
