@@ -73,7 +73,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__balance)
-            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --algorithm --hash-key --eject-after --slow-start --retries --response-timeout --header-timeout --idle-timeout --max-connections --max-body --rate-limit --help --version"
+            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --algorithm --hash-key --eject-after --slow-start --retries --response-timeout --header-timeout --idle-timeout --max-connections --max-body --rate-limit --config --admin --admin-token --access-log --access-log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,6 +175,30 @@ _lbx() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -265,7 +289,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__check)
-            opts="-m -H -k -h -V --path --method --header --expect-status --expect-body --expect-body-regex --timeout --connect-timeout --insecure --cacert --cert-warn-days --watch --wait-healthy --rise --fall --json --help --version"
+            opts="-m -H -k -h -V --path --method --header --expect-status --expect-body --expect-body-regex --timeout --connect-timeout --insecure --cacert --cert-warn-days --watch --wait-healthy --rise --fall --json --admin --admin-token --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -328,6 +352,14 @@ _lbx() {
                     return 0
                     ;;
                 --fall)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

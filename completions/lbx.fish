@@ -67,6 +67,13 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l idle-timeout -d 'Tim
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-connections -d 'Client connections open at once; beyond it new ones wait in the accept queue' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-body -d 'Largest request body, e.g. 64k or 10m; beyond it the client gets 413' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l rate-limit -d 'Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond it the client gets 429 with Retry-After' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l config -d 'Read settings from this TOML file (flags given on the command line override it); SIGHUP or POST /reload re-reads it' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin -d 'Serve the admin API (backends, metrics, healthz, reload) on this address; :9900 means 127.0.0.1:9900' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin-token -d 'Bearer token the admin API requires' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log -d 'Write one line per request to PATH, or to stdout when no PATH is given' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log-format -d 'Access log line format' -r -f -a "text\t'Combined-like text: `client - - [time] "METHOD path" status bytes duration backend attempts request_id`'
+json\t'One JSON object per line'"
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l log-level -d 'Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter; overrides RUST_LOG [default: info]' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r
@@ -82,6 +89,8 @@ complete -c lbx -n "__fish_lbx_using_subcommand check" -l cert-warn-days -d 'War
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l watch -d 'Re-probe every INTERVAL [default: 2s] until Ctrl-C, printing only state changes with timestamps (NDJSON with --json). Exit status then reflects the last state' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l rise -d 'Successful probes in a row before a down target counts as up (--watch, --wait-healthy)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l fall -d 'Failed probes in a row before an up target counts as down (--watch, --wait-healthy)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l admin -d 'Show the pool as a balancer\'s admin API at ADDR sees it, instead of probing targets' -r
+complete -c lbx -n "__fish_lbx_using_subcommand check" -l admin-token -d 'Bearer token for --admin' -r
 complete -c lbx -n "__fish_lbx_using_subcommand check" -s k -l insecure -d 'Do not verify TLS certificates'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l wait-healthy -d 'Re-probe twice a second until every target is healthy (exit 0) or --timeout runs out (exit 1). State changes are logged to stderr, the last round printed as usual'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l json -d 'Print JSON: an array of objects, one per target (NDJSON events with --watch)'

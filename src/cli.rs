@@ -1,7 +1,7 @@
 //! The whole command-line interface: one clap definition that main, the completions and the man
 //! pages are all generated from.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,6 +101,27 @@ fn host(s: &str) -> Result<IpAddr, String> {
     parse_listen_host(s)
 }
 
+/// An address to listen on, in the shared syntax (`:9900` is 127.0.0.1:9900); the host must
+/// be an IP. Port 0 picks a free port (targets reject it, listeners may use it).
+pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let (parsed, zero) = match s.trim().strip_suffix(":0") {
+        Some(head) => (Target::parse(&format!("{head}:1")), true),
+        None => (Target::parse(s), false),
+    };
+    let t = parsed?;
+    if t.is_tls() {
+        return Err(format!("'{s}': the admin API serves plain HTTP"));
+    }
+    let addr = t
+        .socket_addr()
+        .ok_or_else(|| format!("'{s}': listen on an IP address, not a host name"))?;
+    Ok(if zero {
+        SocketAddr::new(addr.ip(), 0)
+    } else {
+        addr
+    })
+}
+
 fn ports(s: &str) -> Result<(u16, u16), String> {
     parse_port_range(s)
 }
@@ -147,7 +168,7 @@ pub struct ServeArgs {
 pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
     /// weight (weighted and least-conn use it).
-    #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required = true, value_parser = weighted)]
+    #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present = "config", value_parser = weighted)]
     pub backends: Vec<WeightedTarget>,
     /// Port to listen on; 0 picks a free port.
     #[arg(short, long, default_value_t = 8080)]
@@ -215,6 +236,33 @@ pub struct BalanceArgs {
     /// it the client gets 429 with Retry-After.
     #[arg(long, value_name = "N/s", value_parser = per_second)]
     pub rate_limit: Option<f64>,
+    // Operations (admin API, config file, access log): kept together at the end.
+    /// Read settings from this TOML file (flags given on the command line override it); SIGHUP
+    /// or POST /reload re-reads it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve the admin API (backends, metrics, healthz, reload) on this address; :9900 means
+    /// 127.0.0.1:9900.
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+    pub admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LBX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Write one line per request to PATH, or to stdout when no PATH is given.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-")]
+    pub access_log: Option<PathBuf>,
+    /// Access log line format.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
+    pub access_log_format: crate::balance::access_log::LogFormat,
+    /// Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter;
+    /// overrides RUST_LOG [default: info].
+    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_filter)]
+    pub log_level: Option<String>,
 }
 
 /// Options for `lbx check`.
@@ -224,13 +272,14 @@ pub struct BalanceArgs {
     lbx check https://api.example.com --path /ready --expect-status 200,204\n  \
     lbx check :8080 --wait-healthy --timeout 30s && ./run-tests\n  \
     lbx check :9001 :9002 --watch 1s            print UP/DOWN changes until Ctrl-C\n  \
-    lbx check :9001 --json | jq '.[0].timings_ms'\n\n\
+    lbx check :9001 --json | jq '.[0].timings_ms'\n  \
+    lbx check --admin :9900                     the pool as a running balancer sees it\n\n\
     Timings are phases that add up to the total: DNS, TCP connect, TLS handshake, TTFB (request \
     sent to response head) and transfer (the body; JSON only).\n\n\
     Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 usage error.")]
 pub struct CheckArgs {
     /// Targets to probe, all at once.
-    #[arg(value_name = "ADDR", required = true, value_parser = target)]
+    #[arg(value_name = "ADDR", required_unless_present = "admin", value_parser = target)]
     pub targets: Vec<Target>,
     /// Path (and query) to request.
     #[arg(long, value_name = "PATH", default_value = "/healthcheck", value_parser = crate::check::expect::parse_path)]
@@ -284,6 +333,17 @@ pub struct CheckArgs {
     /// Print JSON: an array of objects, one per target (NDJSON events with --watch).
     #[arg(long)]
     pub json: bool,
+    /// Show the pool as a balancer's admin API at ADDR sees it, instead of probing targets.
+    #[arg(long, value_name = "ADDR", value_parser = target, conflicts_with_all = ["targets", "watch", "wait_healthy"])]
+    pub admin: Option<Target>,
+    /// Bearer token for --admin.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LBX_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 /// Options for `lbx bench`.
@@ -369,5 +429,14 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_addresses_default_to_loopback() {
+        assert_eq!(listen_addr(":9900").unwrap().to_string(), "127.0.0.1:9900");
+        assert_eq!(listen_addr(":0").unwrap().to_string(), "127.0.0.1:0");
+        assert_eq!(listen_addr("[::1]:0").unwrap().to_string(), "[::1]:0");
+        assert!(listen_addr("example.com:9900").is_err());
+        assert!(listen_addr("https://127.0.0.1:9900").is_err());
     }
 }

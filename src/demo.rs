@@ -85,6 +85,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(5),
         workers: 2,
         policy: Default::default(),
+        ops: Default::default(),
     };
     let lb = balance::start(cfg).map_err(|e| {
         if args.port != 0 {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod core;
 pub mod demo;
 pub mod generate;
+pub mod logging;
 pub mod serve;
 pub mod term;
 
@@ -17,6 +18,10 @@ use cli::{Cli, Command};
 
 /// Runs a parsed command line; the returned code is the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `balance` sets up logging itself, once its config file has been read.
+    if !matches!(cli.command, Command::Balance(_)) {
+        logging::init(None);
+    }
     match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Balance(a) => balance::run(a),

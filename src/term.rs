@@ -87,18 +87,23 @@ pub enum Level {
 }
 
 /// Writes one timestamped log line to stderr, the level coloured when stderr is a terminal.
+/// Goes through `tracing` (and so `--log-level` / `RUST_LOG`) once [`crate::logging::init`] has
+/// installed the subscriber; before that, straight to stderr.
 pub fn log(level: Level, msg: &str) {
-    let tag = match level {
-        Level::Info => "INFO"
-            .if_supports_color(Stream::Stderr, |t| t.green())
-            .to_string(),
-        Level::Warn => "WARN"
-            .if_supports_color(Stream::Stderr, |t| t.yellow())
-            .to_string(),
-        Level::Error => "ERROR"
-            .if_supports_color(Stream::Stderr, |t| t.red())
-            .to_string(),
+    if tracing::dispatcher::has_been_set() {
+        match level {
+            Level::Info => tracing::info!("{msg}"),
+            Level::Warn => tracing::warn!("{msg}"),
+            Level::Error => tracing::error!("{msg}"),
+        }
+        return;
+    }
+    let level = match level {
+        Level::Info => tracing::Level::INFO,
+        Level::Warn => tracing::Level::WARN,
+        Level::Error => tracing::Level::ERROR,
     };
+    let tag = crate::logging::level_tag(level);
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{} {tag} {msg}", timestamp());
 }

@@ -1,10 +1,15 @@
 //! `lbx balance`: the load balancer. Worker threads accept and proxy; a prober thread checks
 //! backends and flips their routable flags; the pool is shared lock-free.
 
+pub mod access_log;
+pub mod admin;
+pub mod config;
 pub mod limits;
+pub mod metrics;
 mod outcome;
 pub mod policy;
 pub mod proxy;
+pub mod registry;
 pub mod upstream;
 pub mod validate;
 
@@ -24,7 +29,7 @@ use crate::core::client::{Dialer, TlsOptions};
 use crate::core::clock;
 use crate::core::health::Transition;
 use crate::core::pool::Pool;
-use crate::core::prober::{run_prober, HealthCheck, ProbeSpec};
+use crate::core::prober::{run_prober_reloadable, HealthCheck, ProbeSpec};
 use crate::core::select::Algorithm;
 use crate::core::server::{self, accept_loop, ConnOptions, Workers};
 use crate::term;
@@ -41,6 +46,8 @@ pub struct Shared {
     pub policy: Policy,
     /// Counters the policy keeps.
     pub stats: Arc<Stats>,
+    /// Counters and the access log the request path records into.
+    pub telemetry: Arc<metrics::Telemetry>,
 }
 
 /// Policy counters, over all workers (written only when the event happens).
@@ -64,6 +71,11 @@ pub struct BalanceHandle {
     pub stats: Arc<Stats>,
     workers: Workers,
     prober: std::thread::JoinHandle<()>,
+    /// Where the admin API listens, when enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// Run-time changes to the backend set.
+    pub registry: Arc<registry::Registry>,
+    control: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BalanceHandle {
@@ -72,6 +84,9 @@ impl BalanceHandle {
         self.workers.shutdown();
         self.workers.join();
         let _ = self.prober.join();
+        if let Some(c) = self.control {
+            let _ = c.join();
+        }
     }
 }
 
@@ -92,6 +107,37 @@ pub struct BalanceConfig {
     pub workers: usize,
     /// Selection, passive health, retries, timeouts and limits.
     pub policy: Policy,
+
+    /// Admin API, access log and reload settings.
+    pub ops: OpsConfig,
+}
+
+/// Operations settings: the admin API and the access log.
+#[derive(Clone, Debug, Default)]
+pub struct OpsConfig {
+    /// Admin API address (off when None).
+    pub admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires.
+    pub admin_token: Option<String>,
+    /// Access log destination and format (off when None).
+    pub access_log: Option<access_log::AccessLogConfig>,
+    /// Re-reads the config file on SIGHUP and `POST /reload` (when run with `--config`).
+    pub reloader: Option<Arc<config::Reloader>>,
+}
+
+impl OpsConfig {
+    /// Reads the operations flags.
+    pub fn from_args(a: &BalanceArgs) -> OpsConfig {
+        OpsConfig {
+            admin: a.admin,
+            admin_token: a.admin_token.clone().filter(|t| !t.is_empty()),
+            access_log: a.access_log.as_ref().map(|p| access_log::AccessLogConfig {
+                path: (p.as_os_str() != "-").then(|| p.clone()),
+                format: a.access_log_format,
+            }),
+            reloader: None,
+        }
+    }
 }
 
 impl BalanceConfig {
@@ -126,6 +172,7 @@ impl BalanceConfig {
                 max_body: a.max_body,
                 rate_limit: a.rate_limit,
             },
+            ops: OpsConfig::from_args(a),
         }
     }
 }
@@ -158,11 +205,27 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let listeners = server::bind(cfg.listen, cfg.workers)?;
     let addr = listeners[0].local_addr()?;
     let stats = Arc::new(Stats::default());
+    let telemetry = Arc::new(metrics::Telemetry {
+        metrics: Default::default(),
+        access_log: match &cfg.ops.access_log {
+            Some(c) => Some(access_log::AccessLog::start(c)?),
+            None => None,
+        },
+    });
+    let admin_listener = match cfg.ops.admin {
+        Some(a) => Some(server::bind(a, 1)?.remove(0)),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         dialer: dialer.clone(),
         policy: policy.clone(),
         stats: stats.clone(),
+        telemetry: telemetry.clone(),
     });
     let worker_count = cfg.workers.max(1);
     let opts = ConnOptions {
@@ -188,15 +251,47 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         });
         accept_loop(listener, opts.clone(), shutdown, move |addr| {
             let (worker, peer) = (worker.clone(), Rc::new(proxy::Peer::new(addr)));
-            service_fn(move |req| proxy::handle(worker.clone(), peer.clone(), req))
+            let conn = metrics::ConnGuard::new(worker.shared.telemetry.clone());
+            service_fn(move |req| {
+                let _open = &conn;
+                proxy::handle(worker.clone(), peer.clone(), req)
+            })
         })
     })?;
-    let (p, d, hc, stop) = (
-        pool.clone(),
-        dialer,
-        cfg.health.clone(),
-        workers.subscribe(),
-    );
+    let registry = Arc::new(registry::Registry::new(pool.clone()));
+    // Health check settings a reload changes reach the prober through this channel.
+    let (health_tx, health_rx) = tokio::sync::watch::channel(cfg.health.clone());
+    let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() {
+        let reload = cfg.ops.reloader.clone().map(|r| {
+            let reg = registry.clone();
+            Arc::new(move || {
+                let (summary, args) = r.reload(&reg)?;
+                let hc = BalanceConfig::from_args(&args).health;
+                health_tx.send_if_modified(|cur| {
+                    let changed = format!("{cur:?}") != format!("{hc:?}");
+                    if changed {
+                        *cur = hc;
+                    }
+                    changed
+                });
+                Ok(summary)
+            }) as admin::ReloadFn
+        });
+        let ctx = Arc::new(admin::Admin {
+            registry: registry.clone(),
+            telemetry,
+            token: cfg.ops.admin_token.clone(),
+            reload,
+        });
+        Some(admin::spawn_control(
+            ctx,
+            admin_listener,
+            workers.subscribe(),
+        )?)
+    } else {
+        None
+    };
+    let (p, d, hc, stop) = (pool.clone(), dialer, health_rx, workers.subscribe());
     let prober = std::thread::Builder::new()
         .name("lbx-prober".into())
         .spawn(move || {
@@ -204,7 +299,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(run_prober(p, d, hc, stop, |b, t, outcome| {
+            rt.block_on(run_prober_reloadable(p, d, hc, stop, |b, t, outcome| {
                 let line = match t {
                     Transition::Up => format!(
                         "backend {} {} (health checks pass)",
@@ -233,14 +328,32 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         stats,
         workers,
         prober,
+        admin_addr,
+        registry,
+        control,
     })
 }
 
 /// Runs `lbx balance` until SIGINT/SIGTERM, then drains and exits 0.
 pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
-    let cfg = BalanceConfig::from_args(&args);
+    let (args, weights, reloader) = match args.config.clone() {
+        Some(path) => {
+            let (merged, reloader) = config::load(args, &path)?;
+            (merged.args, Some(merged.backends), Some(Arc::new(reloader)))
+        }
+        None => (args, None, None),
+    };
+    crate::logging::init(args.log_level.as_deref());
+    let mut cfg = BalanceConfig::from_args(&args);
+    cfg.ops.reloader = reloader;
     let handle = start(cfg.clone())?;
+    if let Some(w) = weights {
+        handle.registry.apply_config(&w);
+    }
     term::out(&format!("listening on {}", handle.addr));
+    if let Some(a) = handle.admin_addr {
+        term::out(&format!("admin listening on {a}"));
+    }
     let weighs = matches!(
         cfg.policy.algorithm,
         Algorithm::Weighted | Algorithm::LeastConn

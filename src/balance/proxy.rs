@@ -16,7 +16,9 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
+use super::access_log::ensure_request_id;
 use super::limits::RateLimiter;
+use super::metrics::{Arrival, Metered, Served};
 use super::outcome::{
     body_too_large, content_length, failed, failure_response, over_limits, too_large, Failure,
 };
@@ -205,8 +207,22 @@ fn mark_down(b: &Backend, why: &str) {
     }
 }
 
-/// Serves one client request.
+/// Serves one client request: the request id and the exchange's accounting (metrics, access
+/// log) wrap [`forward`].
 pub async fn handle(
+    w: Rc<Worker>,
+    peer: Rc<Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<Metered<ProxyBody>>, Infallible> {
+    let (mut parts, body) = req.into_parts();
+    let id = ensure_request_id(&mut parts.headers);
+    let arrival = Arrival::new(&w.shared.telemetry, peer.addr, &parts, id);
+    let Ok(resp) = forward(w.clone(), peer, Request::from_parts(parts, body)).await;
+    Ok(arrival.finish(w.shared.telemetry.clone(), resp))
+}
+
+/// Forwards one client request to a backend.
+pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
     req: Request<Incoming>,
@@ -273,6 +289,7 @@ pub async fn handle(
     let mut tries = 0u32;
     let mut paid = 0u32; // failures a retry has been granted for
     let mut last_failure: Option<Failure> = None;
+    let mut attempts = 0u32;
     for backend in candidates {
         if let Some(f) = last_failure.filter(|_| paid < tries) {
             // The request was sent and failed: only an idempotent, buffered one goes again,
@@ -326,6 +343,7 @@ pub async fn handle(
                 }
             }
             backend.requests.fetch_add(1, Relaxed);
+            attempts += 1;
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
             let sent =
@@ -343,6 +361,10 @@ pub async fn handle(
                     }
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
+                    rparts.extensions.insert(Served {
+                        backend: backend.clone(),
+                        attempts,
+                    });
                     let body =
                         UpstreamBody::new(rbody, w.conns.clone(), backend.id, conn, in_flight);
                     return Ok(Response::from_parts(rparts, Either::Left(body)));

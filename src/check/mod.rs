@@ -4,6 +4,7 @@
 //! Layout: `expect` decides what counts as healthy, `cert` reads the peer certificate, `report`
 //! renders rows, `watch` runs the repeating modes (`--watch`, `--wait-healthy`).
 
+pub mod admin;
 pub mod cert;
 pub mod expect;
 pub mod report;
@@ -166,10 +167,21 @@ fn exit_code(all_healthy: bool) -> ExitCode {
     }
 }
 
-/// Runs `lbx check`: one round (default), `--watch` until Ctrl-C, or `--wait-healthy`.
+/// Runs `lbx check`: one round (default), `--watch` until Ctrl-C, `--wait-healthy`, or the
+/// pool of a running balancer with `--admin`.
 /// Exit status: 0 all healthy, 1 any unhealthy or unreachable; usage errors are returned as
 /// [`crate::UsageError`] (exit 2).
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if let Some(target) = &args.admin {
+        let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let tls = TlsOptions {
+            insecure: args.insecure,
+            cacert: args.cacert.clone(),
+        };
+        let dialer = Dialer::new(args.connect_timeout.unwrap_or(timeout), tls);
+        let token = args.admin_token.as_deref().filter(|t| !t.is_empty());
+        return admin::run(&dialer, target, token, timeout, args.json);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

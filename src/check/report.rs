@@ -139,17 +139,24 @@ pub fn short_duration(d: Option<Duration>) -> String {
     }
 }
 
+/// How a table cell is coloured (on a terminal without NO_COLOR).
 #[derive(Clone, Copy)]
-enum Paint {
+pub enum Paint {
+    /// As is.
     Plain,
+    /// Good news.
     Green,
+    /// Bad news.
     Red,
+    /// Worth a look.
     Yellow,
+    /// Headers.
     Bold,
 }
 
 impl Paint {
-    fn apply(self, s: &str) -> String {
+    /// `s` in this paint.
+    pub fn apply(self, s: &str) -> String {
         match self {
             Paint::Plain => s.to_string(),
             Paint::Green => term::green(s),
@@ -178,11 +185,17 @@ pub fn table(rows: &[Row], warn_days: u32, header: bool) -> Vec<String> {
     for r in rows {
         grid.push(cells(r, warn_days, with_cert));
     }
-    let cols = heads.len();
+    align(&grid)
+}
+
+/// Lays out rows of cells in aligned columns, two spaces apart, trailing blanks trimmed.
+pub fn align(grid: &[Vec<(String, Paint)>]) -> Vec<String> {
+    let cols = grid.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             grid.iter()
-                .map(|row| row[c].0.chars().count())
+                .filter_map(|row| row.get(c))
+                .map(|cell| cell.0.chars().count())
                 .max()
                 .unwrap_or(0)
         })

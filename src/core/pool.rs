@@ -272,6 +272,21 @@ mod tests {
     }
 
     #[test]
+    fn draining_backends_are_not_picked() {
+        let p = pool(3);
+        p.snapshot()[0]
+            .ops
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut counts = [0; 3];
+        for _ in 0..30 {
+            counts[pick(&p) as usize - 1] += 1;
+        }
+        assert_eq!(counts, [0, 15, 15]);
+        assert_eq!(p.healthy_count(), 2);
+    }
+
+    #[test]
     fn replace_swaps_the_set() {
         let p = pool(2);
         p.replace(vec![Arc::new(Backend::new(Target::parse(":7").unwrap()))]);

@@ -175,6 +175,12 @@ async fn probe_inner(
     Ok(())
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Settings for periodic checks.
 #[derive(Clone, Debug)]
 pub struct HealthCheck {
@@ -226,10 +232,58 @@ pub async fn run_prober<F>(
             }
             let t = h.observe(outcome.healthy);
             b.set_healthy(h.is_healthy());
+            b.ops.record_probe(
+                outcome.healthy,
+                outcome.status.map(|s| s.as_u16()),
+                unix_ms(),
+            );
             if let Some(t) = t {
                 on_transition(b, t, &outcome);
             }
         }
         states.retain(|id, _| set.iter().any(|b| b.id == *id));
+    }
+}
+
+/// [`run_prober`] with settings that may change: each new value of `hc` ends the current probe
+/// loop (after its round in progress) and starts one with the new settings. Every backend's
+/// rise/fall streak starts over then; one already down must rise again. Ends at `shutdown`.
+pub async fn run_prober_reloadable<F>(
+    pool: Arc<Pool>,
+    dialer: Dialer,
+    mut hc: watch::Receiver<HealthCheck>,
+    mut shutdown: watch::Receiver<bool>,
+    on_transition: F,
+) where
+    F: Fn(&Backend, Transition, &ProbeOutcome),
+{
+    let mut updates = true;
+    loop {
+        let current = hc.borrow_and_update().clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let run = run_prober(
+            pool.clone(),
+            dialer.clone(),
+            current,
+            stop_rx,
+            &on_transition,
+        );
+        tokio::pin!(run);
+        let restart = loop {
+            tokio::select! {
+                _ = &mut run => return,
+                _ = shutdown.changed() => break false,
+                changed = hc.changed(), if updates => match changed {
+                    Ok(()) => break true,
+                    // No more updates will come: keep probing with what we have.
+                    Err(_) => updates = false,
+                },
+            }
+        };
+        let _ = stop_tx.send(true);
+        run.await;
+        if !restart {
+            return;
+        }
     }
 }

@@ -414,3 +414,60 @@ impl Resetter {
         self.dropped.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+impl Proc {
+    /// Waits (bounded) for a stdout line starting with `prefix` and returns the rest of it.
+    pub fn wait_line(&self, prefix: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return Some(rest.to_string());
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Starts `lbx balance` over `backends` with `--admin 127.0.0.1:0` and EXTRA, and returns it
+/// with the admin address from its `admin listening on ADDR` line.
+pub fn balance_with_admin(backends: &[SocketAddr], extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let lb = balance(backends, &args);
+    let admin = lb
+        .wait_line("admin listening on ", Duration::from_secs(10))
+        .expect("admin listening line")
+        .parse()
+        .expect("admin address");
+    (lb, admin)
+}
+
+/// One admin API request, with `Authorization: Bearer TOKEN` when a token is given.
+pub fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    request(admin, method, path, &headers, body.as_bytes()).expect("admin request")
+}
+
+/// A fresh path in the temp directory (nothing is created there).
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("lbx-{name}-{}-{nanos}", std::process::id()))
+}

@@ -18,7 +18,7 @@ impl Select for LeastConn {
         // First pass: the lowest load per weight and how many backends share it.
         let mut best: Option<(u64, u64, usize)> = None; // (in flight, weight, ties)
         for b in set.iter().filter(|b| b.is_routable()) {
-            let (load, w) = (b.in_flight.load(Relaxed), u64::from(b.weight));
+            let (load, w) = (b.in_flight.load(Relaxed), u64::from(b.weight()));
             best = match best {
                 // load/w against bl/bw, without division.
                 Some((bl, bw, ties)) if load * bw == bl * w => Some((bl, bw, ties + 1)),
@@ -32,7 +32,7 @@ impl Select for LeastConn {
         set.iter()
             .enumerate()
             .filter(|(_, b)| {
-                b.is_routable() && b.in_flight.load(Relaxed) * bw == bl * u64::from(b.weight)
+                b.is_routable() && b.in_flight.load(Relaxed) * bw == bl * u64::from(b.weight())
             })
             .nth(k)
             .map(|(i, _)| i)

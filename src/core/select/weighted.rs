@@ -19,7 +19,7 @@ pub struct Weighted {
 impl Weighted {
     /// Computes the order for `set`'s weights.
     pub fn new(set: &[Arc<Backend>]) -> Weighted {
-        let weights: Vec<u64> = set.iter().map(|b| u64::from(b.weight)).collect();
+        let weights: Vec<u64> = set.iter().map(|b| u64::from(b.weight())).collect();
         Weighted {
             sequence: smooth_sequence(&weights),
             next: AtomicUsize::new(0),

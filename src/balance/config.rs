@@ -1,0 +1,456 @@
+//! The config file (`lbx balance --config lbx.toml`) and its reload. The file sets what the flags
+//! set; a flag given on the command line (or through its environment variable) wins over the
+//! file. Unknown keys and bad values are usage errors naming the line and column.
+//!
+//! Which flags were given is read from clap's `ArgMatches::value_source`, re-derived from the
+//! process's own arguments: a default value is not "given", so the file may override it.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::CommandFactory;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::access_log::LogFormat;
+use super::registry::{check_weight, Registry};
+use crate::cli::{BalanceArgs, Cli};
+use crate::core::addr::{parse_listen_host, Target};
+use crate::core::units::parse_duration;
+
+/// A string value checked by a parser; its error becomes a serde error, which toml places at
+/// the value's line and column.
+macro_rules! parsed {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name(pub $ty);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                ($parse)(s.as_str()).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+parsed!(
+    /// A duration such as `500ms` or `2s`.
+    Dur, Duration, parse_duration
+);
+parsed!(
+    /// A backend address, as `-b` takes it.
+    Addr, Target, Target::parse
+);
+parsed!(
+    /// An IP to listen on.
+    Host, IpAddr, parse_listen_host
+);
+parsed!(
+    /// An address to listen on, as `--admin` takes it.
+    Listen, SocketAddr, crate::cli::listen_addr
+);
+parsed!(
+    /// A log level or filter, as `--log-level` takes it.
+    LogFilter, String, crate::logging::parse_filter
+);
+parsed!(
+    /// A path that starts with `/`.
+    UrlPath, String, |s: &str| if s.starts_with('/') {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' must start with '/'"))
+    }
+);
+
+/// A backend in the file: `":9001"` or `{ address = ":9001", weight = 2 }`.
+#[derive(Clone, Debug)]
+pub struct BackendEntry {
+    /// Where it listens.
+    pub target: Target,
+    /// Its weight (1 when not given).
+    pub weight: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendTable {
+    address: Addr,
+    #[serde(default)]
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for BackendEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BackendEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address or a table { address = \"...\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<BackendEntry, E> {
+                let target = Target::parse(s).map_err(E::custom)?;
+                Ok(BackendEntry { target, weight: 1 })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<BackendEntry, M::Error> {
+                let t = BackendTable::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                let weight = check_weight(t.weight.unwrap_or(1)).map_err(de::Error::custom)?;
+                Ok(BackendEntry {
+                    target: t.address.0,
+                    weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[health]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// `--health-path`.
+    pub path: Option<UrlPath>,
+    /// `--interval`.
+    pub interval: Option<Dur>,
+    /// `--timeout`.
+    pub timeout: Option<Dur>,
+    /// `--rise`.
+    pub rise: Option<u32>,
+    /// `--fall`.
+    pub fall: Option<u32>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `--admin`.
+    pub listen: Option<Listen>,
+    /// `--admin-token`.
+    pub token: Option<String>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// `--access-log PATH`; `"-"` is stdout.
+    pub path: Option<PathBuf>,
+    /// `--access-log-format`.
+    pub format: Option<LogFormat>,
+}
+
+/// The whole file. Every key is optional; what it leaves out keeps the flag's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--host`.
+    pub host: Option<Host>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--backend`, with weights.
+    pub backends: Option<Vec<BackendEntry>>,
+    /// `--workers`.
+    pub workers: Option<usize>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<Dur>,
+    /// `--grace`.
+    pub grace: Option<Dur>,
+    /// Health checks.
+    #[serde(default)]
+    pub health: HealthSection,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+    /// `--log-level`.
+    pub log_level: Option<LogFilter>,
+}
+
+/// Parses config text; the error names `name`, the line and the column.
+pub fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
+    let cfg: FileConfig = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+    if cfg.workers == Some(0) {
+        return Err(format!("{name}: workers must be above 0"));
+    }
+    Ok(cfg)
+}
+
+/// Reads and parses the file at `path`.
+pub fn read(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// The ids of the `balance` flags given on the command line or through the environment, from
+/// this process's own arguments. Empty when they do not parse as `lbx balance` (lbx used as a
+/// library): then the file sets everything it names.
+pub fn explicit_flags() -> HashSet<String> {
+    let Ok(m) = Cli::command().try_get_matches_from(std::env::args_os()) else {
+        return HashSet::new();
+    };
+    let Some(("balance", sub)) = m.subcommand() else {
+        return HashSet::new();
+    };
+    sub.ids()
+        .map(|id| id.as_str())
+        .filter(|id| {
+            matches!(
+                sub.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Flags merged with a file: the settings to run with, and the backends with their weights.
+#[derive(Clone, Debug)]
+pub struct Merged {
+    /// Settings, as if all had been flags.
+    pub args: BalanceArgs,
+    /// Backends and weights (weight 1 for those from `-b`).
+    pub backends: Vec<(Target, u32)>,
+}
+
+/// Applies `file` under the flags in `explicit`.
+pub fn merge(
+    mut a: BalanceArgs,
+    f: FileConfig,
+    explicit: &HashSet<String>,
+) -> Result<Merged, String> {
+    let free = |id: &str| !explicit.contains(id);
+    macro_rules! take {
+        ($id:literal, $field:expr, $value:expr) => {
+            if free($id) {
+                if let Some(v) = $value {
+                    $field = v;
+                }
+            }
+        };
+    }
+    take!("host", a.host, f.host.map(|h| h.0));
+    take!("port", a.port, f.port);
+    take!("workers", a.workers, f.workers.map(Some));
+    take!(
+        "connect_timeout",
+        a.connect_timeout,
+        f.connect_timeout.map(|d| d.0)
+    );
+    take!("grace", a.grace, f.grace.map(|d| d.0));
+    let h = f.health;
+    take!("health_path", a.health_path, h.path.map(|p| p.0));
+    take!("interval", a.interval, h.interval.map(|d| d.0));
+    take!("timeout", a.timeout, h.timeout.map(|d| d.0));
+    take!("rise", a.rise, h.rise);
+    take!("fall", a.fall, h.fall);
+    take!("admin", a.admin, f.admin.listen.map(|l| Some(l.0)));
+    take!("admin_token", a.admin_token, f.admin.token.map(Some));
+    take!("access_log", a.access_log, f.access_log.path.map(Some));
+    take!("log_level", a.log_level, f.log_level.map(|l| Some(l.0)));
+    take!(
+        "access_log_format",
+        a.access_log_format,
+        f.access_log.format
+    );
+    let backends: Vec<(Target, u32)> = match f.backends {
+        Some(list) if free("backends") => {
+            a.backends = list
+                .iter()
+                .map(|b| crate::core::addr::WeightedTarget {
+                    target: b.target.clone(),
+                    weight: b.weight,
+                })
+                .collect();
+            list.into_iter().map(|b| (b.target, b.weight)).collect()
+        }
+        _ => a
+            .backends
+            .iter()
+            .map(|w| (w.target.clone(), w.weight))
+            .collect(),
+    };
+    if backends.is_empty() {
+        return Err("no backends: give -b or list backends in the config file".into());
+    }
+    Ok(Merged { args: a, backends })
+}
+
+/// Reads `path` and merges it under the flags of this process.
+pub fn load(args: BalanceArgs, path: &Path) -> anyhow::Result<(Merged, Reloader)> {
+    let explicit = explicit_flags();
+    let file = read(path).map_err(crate::usage)?;
+    let merged = merge(args.clone(), file, &explicit).map_err(crate::usage)?;
+    let reloader = Reloader {
+        path: path.to_path_buf(),
+        flags: args,
+        explicit,
+        running: Mutex::new(merged.args.clone()),
+    };
+    Ok((merged, reloader))
+}
+
+/// Re-reads the config file on SIGHUP and `POST /reload`.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    flags: BalanceArgs,
+    explicit: HashSet<String>,
+    running: Mutex<BalanceArgs>,
+}
+
+impl Reloader {
+    /// Re-reads the file and applies its backends through the registry; returns a summary and
+    /// the settings now in force (the caller applies the health checks). On any error nothing
+    /// changes and the reason is logged and returned. Settings other than the backends and the
+    /// health checks apply at the next restart; the summary names those that changed.
+    pub fn reload(&self, registry: &Registry) -> Result<(String, BalanceArgs), String> {
+        let merged = read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit));
+        let merged = match merged {
+            Ok(m) => m,
+            Err(e) => {
+                crate::term::warn(&format!("reload failed, keeping the running config: {e}"));
+                return Err(e);
+            }
+        };
+        let s = registry.apply_config(&merged.backends);
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = changed_settings(&running, &merged.args);
+        *running = merged.args.clone();
+        let mut summary = format!(
+            "reloaded {}: {} added, {} removed, {} kept",
+            self.path.display(),
+            s.added.len(),
+            s.removed.len(),
+            s.kept
+        );
+        for (what, list) in [("added", &s.added), ("removing", &s.removed)] {
+            if !list.is_empty() {
+                summary.push_str(&format!("; {what} {}", list.join(", ")));
+            }
+        }
+        let (health, restart): (Vec<&str>, Vec<&str>) =
+            changed.into_iter().partition(|n| n.starts_with("health."));
+        if !health.is_empty() {
+            summary.push_str(&format!("; health checks now use {}", health.join(", ")));
+        }
+        if !restart.is_empty() {
+            summary.push_str(&format!(
+                "; changed settings that apply at the next restart: {}",
+                restart.join(", ")
+            ));
+        }
+        crate::term::info(&summary);
+        Ok((summary, merged.args))
+    }
+}
+
+type Show = fn(&BalanceArgs) -> String;
+
+/// The settings a reload reports when they change, each with how to compare it. The health
+/// ones are applied; the rest wait for a restart.
+const REPORTED_SETTINGS: [(&str, Show); 14] = [
+    ("host", |a| a.host.to_string()),
+    ("port", |a| a.port.to_string()),
+    ("workers", |a| format!("{:?}", a.workers)),
+    ("connect_timeout", |a| format!("{:?}", a.connect_timeout)),
+    ("grace", |a| format!("{:?}", a.grace)),
+    ("health.path", |a| a.health_path.clone()),
+    ("health.interval", |a| format!("{:?}", a.interval)),
+    ("health.timeout", |a| format!("{:?}", a.timeout)),
+    ("health.rise", |a| a.rise.to_string()),
+    ("health.fall", |a| a.fall.to_string()),
+    ("admin.listen", |a| format!("{:?}", a.admin)),
+    ("admin.token", |a| format!("{:?}", a.admin_token)),
+    ("log_level", |a| format!("{:?}", a.log_level)),
+    ("access_log", |a| {
+        format!("{:?} {:?}", a.access_log, a.access_log_format)
+    }),
+];
+
+/// Names of the settings (other than backends) that differ.
+fn changed_settings(old: &BalanceArgs, new: &BalanceArgs) -> Vec<&'static str> {
+    REPORTED_SETTINGS
+        .iter()
+        .filter(|(_, show)| show(old) != show(new))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(extra: &[&str]) -> BalanceArgs {
+        let mut argv = vec!["lbx", "balance"];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            crate::cli::Command::Balance(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../../examples/lbx.toml");
+        let f = parse("examples/lbx.toml", text).unwrap();
+        assert_eq!(f.backends.unwrap().len(), 3);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = parse("x.toml", "port = 80\n[health]\nintervall = \"2s\"\n").unwrap_err();
+        assert!(e.contains("line 3, column 1"), "{e}");
+        assert!(e.contains("unknown field `intervall`"), "{e}");
+        let e = parse("x.toml", "grace = \"soon\"\n").unwrap_err();
+        assert!(e.contains("line 1, column 9"), "{e}");
+        let e = parse(
+            "x.toml",
+            "backends = [\":1\", { address = \":2\", weight = 0 }]",
+        )
+        .unwrap_err();
+        assert!(e.contains("line 1") && e.contains("weight 0"), "{e}");
+        let e = parse("x.toml", "backends = [\"nope:\"]").unwrap_err();
+        assert!(e.contains("line 1, column 13"), "{e}");
+    }
+
+    #[test]
+    fn flags_given_win_over_the_file() {
+        let file = parse(
+            "x.toml",
+            "port = 81\nbackends = [\":1\", { address = \":2\", weight = 3 }]\n[health]\nrise = 5\n",
+        )
+        .unwrap();
+        let a = flags(&["--config", "x.toml", "-p", "82"]);
+        let explicit: HashSet<String> = ["port".to_string(), "config".to_string()].into();
+        let m = merge(a, file, &explicit).unwrap();
+        assert_eq!(m.args.port, 82);
+        assert_eq!(m.args.rise, 5);
+        assert_eq!(m.backends[1].1, 3);
+        assert_eq!(m.args.backends.len(), 2);
+    }
+
+    #[test]
+    fn reload_names_the_settings_that_changed() {
+        let old = flags(&["-b", ":1"]);
+        let new = flags(&["-b", ":2", "--rise", "4", "-p", "81"]);
+        assert_eq!(changed_settings(&old, &new), ["port", "health.rise"]);
+        assert!(changed_settings(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn no_backends_anywhere_is_an_error() {
+        let a = flags(&["--config", "x.toml"]);
+        assert!(merge(a, FileConfig::default(), &HashSet::new()).is_err());
+    }
+}
