@@ -60,8 +60,15 @@ fn fail_rate_one_fails_every_root_request() {
 
 #[test]
 fn a_port_range_runs_one_server_per_port() {
-    let (a, b) = (closed_port(), closed_port());
-    let (lo, hi) = (a.min(b), a.min(b) + 1);
+    // Two consecutive free ports: both bound at once here, then released for the server.
+    let (lo, hi) = (0..100)
+        .find_map(|_| {
+            let a = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let lo = a.local_addr().ok()?.port();
+            let _b = std::net::TcpListener::bind(("127.0.0.1", lo.checked_add(1)?)).ok()?;
+            Some((lo, lo + 1))
+        })
+        .expect("two consecutive free ports");
     let range = format!("{lo}-{hi}");
     let s = Proc::start(&["serve", "--workers", "1", "--id", "4", "-p", &range], 2);
     assert_eq!(get(s.addrs[0], "/").unwrap().text(), "Hello from server 4");
