@@ -1,0 +1,166 @@
+//! The run plan: everything the workers share, built once from the flags. The request is
+//! prebuilt here (method, URI, headers, body as `Bytes`) and cloned cheaply per request.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+
+use crate::cli::BenchArgs;
+use crate::core::addr::Target;
+use crate::core::client::{self, Dialer, TlsOptions};
+
+/// Requests made when neither `-n` nor `-z` is given.
+pub const DEFAULT_REQUESTS: u64 = 200;
+
+/// What every worker needs, shared read-only (plus the request budget) across threads.
+pub struct Plan {
+    /// Where to connect.
+    pub target: Target,
+    /// The URL as shown in reports.
+    pub url: String,
+    /// Dials TCP or TLS with the connect timeout.
+    pub dialer: Dialer,
+    /// Request method.
+    pub method: Method,
+    /// Request URI: origin-form for HTTP/1.1, absolute for HTTP/2.
+    pub uri: Uri,
+    /// Request headers (Host, User-Agent, then `-H`).
+    pub headers: HeaderMap,
+    /// Request body.
+    pub body: Bytes,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Response header the spread is counted over.
+    pub group_by: HeaderName,
+    /// Reuse connections between requests.
+    pub keepalive: bool,
+    /// Speak HTTP/2.
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection (1 for HTTP/1.1).
+    pub streams: usize,
+    /// Open model: total requests per second.
+    pub rate: Option<f64>,
+    /// Connections in the whole run.
+    pub connections: usize,
+    /// Request budget (`u64::MAX` without `-n`).
+    pub limit: u64,
+    issued: AtomicU64,
+    /// When load begins (warm-up included); the `--rate` schedule starts here.
+    pub start: Instant,
+    /// When measuring begins (after warm-up).
+    pub measure_from: Instant,
+    /// When a `-z` run ends.
+    pub deadline: Option<Instant>,
+}
+
+impl Plan {
+    /// Builds the plan from the flags; a bad flag combination or body file is a usage error.
+    pub fn new(args: &BenchArgs, start: Instant) -> anyhow::Result<Plan> {
+        if args.requests == Some(0) {
+            return Err(crate::usage(
+                "invalid value '0' for '--requests <N>': must be above 0",
+            ));
+        }
+        let (target, path) = (args.url.target.clone(), args.url.path.clone());
+        let body = match (&args.body, &args.body_file) {
+            (Some(text), _) => Bytes::from(text.clone()),
+            (None, Some(file)) => std::fs::read(file)
+                .map(Bytes::from)
+                .map_err(|e| crate::usage(format!("--body-file {}: {e}", file.display())))?,
+            (None, None) => Bytes::new(),
+        };
+        let uri_text = if args.http2 {
+            format!("{}://{}{path}", target.scheme.as_str(), target.authority)
+        } else {
+            path.clone()
+        };
+        let uri: Uri = uri_text
+            .parse()
+            .map_err(|e| crate::usage(format!("bad URL path '{path}': {e}")))?;
+        let mut headers = HeaderMap::new();
+        if !args.http2 {
+            let host = HeaderValue::from_str(&target.authority)
+                .map_err(|e| crate::usage(format!("bad host '{}': {e}", target.authority)))?;
+            headers.insert(HOST, host);
+        }
+        headers.insert(USER_AGENT, HeaderValue::from_static(client::USER_AGENT));
+        if args.disable_keepalive && !args.http2 {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        let mut replaced = Vec::new();
+        for (name, value) in &args.headers {
+            // A repeated -H name adds a value; the first -H of a default header replaces it.
+            if headers.contains_key(name) && !replaced.contains(name) {
+                headers.remove(name);
+            }
+            replaced.push(name.clone());
+            headers.append(name.clone(), value.clone());
+        }
+        let tls = TlsOptions {
+            insecure: args.insecure,
+            cacert: args.cacert.clone(),
+        };
+        let dialer = Dialer::new(args.connect_timeout, tls);
+        if target.is_tls() {
+            dialer.check_tls().map_err(crate::usage)?;
+        }
+        let limit = match (args.requests, args.duration) {
+            (Some(n), _) => n,
+            (None, Some(_)) => u64::MAX,
+            (None, None) => DEFAULT_REQUESTS,
+        };
+        let measure_from = start + args.warmup.unwrap_or_default();
+        Ok(Plan {
+            url: format!("{}://{}{path}", target.scheme.as_str(), target.authority),
+            target,
+            dialer,
+            method: args.method.clone(),
+            uri,
+            headers,
+            body,
+            timeout: args.timeout,
+            group_by: args.group_by.clone(),
+            keepalive: !args.disable_keepalive,
+            http2: args.http2,
+            streams: if args.http2 { args.streams } else { 1 },
+            rate: args.rate,
+            connections: args.connections,
+            limit,
+            issued: AtomicU64::new(0),
+            start,
+            measure_from,
+            deadline: args.duration.map(|d| measure_from + d),
+        })
+    }
+
+    /// Takes one request from the budget; false once `-n` requests have been started.
+    pub fn take(&self) -> bool {
+        self.limit == u64::MAX || self.issued.fetch_add(1, Relaxed) < self.limit
+    }
+
+    /// A fresh copy of the prebuilt request.
+    pub fn request(&self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+
+    /// Request loops in the run: one per connection, or per stream with HTTP/2.
+    pub fn loops(&self) -> usize {
+        self.connections * self.streams
+    }
+
+    /// The `--rate` send time of loop `index`'s `k`-th request: loops are staggered evenly and
+    /// each keeps its own fixed interval, so together they send `rate` requests per second.
+    pub fn scheduled(&self, index: usize, k: u64) -> Option<Instant> {
+        let rate = self.rate?;
+        let slot = index as f64 + k as f64 * self.loops() as f64;
+        Some(self.start + Duration::from_secs_f64((slot / rate).min(1e9)))
+    }
+}
