@@ -280,3 +280,12 @@ fn warmup_and_no_keepalive_keep_exact_counts() {
     assert_eq!(code, 0);
     assert_eq!(num(&v, "/status_codes/200"), 30);
 }
+
+#[test]
+fn slow_answers_time_out_by_kind() {
+    let s = serve(1, &["--delay", "3s"]);
+    let addr = s.addr().to_string();
+    let (v, code) = bench_json(&["-n", "4", "-c", "2", "-t", "200ms", &addr]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({"request timeout": 4}));
+}

@@ -4,21 +4,27 @@
 //! is the [`Conn`] variant, the open model is an optional send time.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use hyper::Response;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 
 use super::plan::Plan;
 use super::recorder::{Answer, Recorder};
-use crate::core::client::{classify, handshake, ErrorKind};
+use crate::core::client::{classify, handshake_unspawned, ErrorKind, H1Connection};
 
 /// Lateness tolerated before a send counts as behind schedule (timer and wake-up jitter).
 const BEHIND_SLACK: Duration = Duration::from_millis(1);
@@ -79,6 +85,7 @@ pub async fn drive(
 /// each request at its scheduled time.
 async fn request_loop(plan: Arc<Plan>, index: usize, rec: Rc<RefCell<Recorder>>, live: Arc<Live>) {
     let mut conn: Option<Conn> = None;
+    let mut dog = Watchdog::new(plan.timeout);
     for k in 0u64.. {
         let scheduled = plan.scheduled(index, k);
         let mut behind = false;
@@ -92,7 +99,7 @@ async fn request_loop(plan: Arc<Plan>, index: usize, rec: Rc<RefCell<Recorder>>,
         if measured && !plan.take() {
             break;
         }
-        let result = exchange(&plan, &mut conn).await;
+        let result = exchange(&plan, &mut conn, &mut dog).await;
         if !measured {
             continue;
         }
@@ -131,64 +138,161 @@ struct Reply {
 
 /// A connection a loop sends on.
 enum Conn {
-    H1(http1::SendRequest<Full<Bytes>>),
+    /// HTTP/1.1; the connection future is polled in the loop's own task (no task hop).
+    H1 {
+        tx: http1::SendRequest<Full<Bytes>>,
+        io: Option<Pin<Box<H1Connection<Full<Bytes>>>>>,
+    },
+}
+
+/// Why an exchange did not produce an answer.
+enum Failure {
+    /// The connection had closed before the request went out: reconnect and retry.
+    Closed,
+    /// The attempt failed.
+    Failed(ErrorKind),
 }
 
 impl Conn {
     async fn open(plan: &Plan) -> Result<Conn, ErrorKind> {
         let (stream, _) = plan.dialer.dial(&plan.target).await.map_err(|e| e.kind)?;
-        let tx = handshake(stream).await.map_err(|e| classify(&e))?;
-        Ok(Conn::H1(tx))
-    }
-
-    /// True when the connection can take another request.
-    async fn ready(&mut self) -> bool {
-        match self {
-            Conn::H1(tx) => tx.ready().await.is_ok(),
-        }
-    }
-
-    /// Sends the plan's request and reads the answer to the end.
-    async fn send(&mut self, plan: &Plan) -> Result<Reply, hyper::Error> {
-        let resp = match self {
-            Conn::H1(tx) => tx.send_request(plan.request()).await?,
-        };
-        let status = resp.status().as_u16();
-        let group = resp.headers().get(&plan.group_by).cloned();
-        let mut body = resp.into_body();
-        let mut bytes = 0u64;
-        while let Some(frame) = body.frame().await {
-            if let Some(d) = frame?.data_ref() {
-                bytes += d.len() as u64;
-            }
-        }
-        Ok(Reply {
-            status,
-            group,
-            bytes,
+        let (tx, io) = handshake_unspawned(stream)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Conn::H1 {
+            tx,
+            io: Some(Box::pin(io)),
         })
     }
+
+    /// Sends the plan's request once the connection is ready and reads the answer to the end,
+    /// within the request timeout.
+    async fn exchange(&mut self, plan: &Plan, dog: &mut Watchdog) -> Result<Reply, Failure> {
+        let deadline = Instant::now() + plan.timeout;
+        match self {
+            Conn::H1 { tx, io } => {
+                let work = async {
+                    if tx.ready().await.is_err() {
+                        return Err(Failure::Closed);
+                    }
+                    let resp = tx.send_request(plan.request()).await;
+                    let reply = match resp {
+                        Ok(resp) => read_reply(plan, resp).await,
+                        Err(e) => Err(e),
+                    };
+                    reply.map_err(|e| Failure::Failed(classify(&e)))
+                };
+                polling(io, dog, deadline, work)
+                    .await
+                    .unwrap_or(Err(Failure::Failed(ErrorKind::RequestTimeout)))
+            }
+        }
+    }
+}
+
+/// A request timeout that costs no timer operation per request: one sleep per loop, re-armed
+/// only when it fires before the current request's deadline. Deadlines only grow, so the sleep
+/// never fires later than the current one.
+struct Watchdog {
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Watchdog {
+    fn new(timeout: Duration) -> Watchdog {
+        Watchdog {
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// True once `deadline` has passed; otherwise the task is woken by then.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline.into());
+        }
+    }
+}
+
+/// Runs `fut` while also driving the connection `io` (a finished connection is dropped, which
+/// fails whatever `fut` waits for on it); `None` when `deadline` passes first.
+async fn polling<C, F>(
+    io: &mut Option<Pin<Box<C>>>,
+    dog: &mut Watchdog,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output>
+where
+    C: Future + ?Sized,
+    F: Future,
+{
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Some(c) = io.as_mut() {
+            if c.as_mut().poll(cx).is_ready() {
+                *io = None;
+            }
+        }
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending if dog.poll_expired(cx, deadline) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Reads the status, the group-by header and the whole body.
+async fn read_reply(plan: &Plan, resp: Response<Incoming>) -> Result<Reply, hyper::Error> {
+    let status = resp.status().as_u16();
+    let group = resp.headers().get(&plan.group_by).cloned();
+    let mut body = resp.into_body();
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame?.data_ref() {
+            bytes += d.len() as u64;
+        }
+    }
+    Ok(Reply {
+        status,
+        group,
+        bytes,
+    })
 }
 
 /// One request attempt on the loop's connection, (re)connecting first when needed. A failed
 /// connect is a failed attempt; a broken or timed-out connection is dropped for a fresh one.
-async fn exchange(plan: &Plan, conn: &mut Option<Conn>) -> Result<Reply, ErrorKind> {
-    if let Some(c) = conn.as_mut() {
-        if !c.ready().await {
-            *conn = None;
+async fn exchange(
+    plan: &Plan,
+    conn: &mut Option<Conn>,
+    dog: &mut Watchdog,
+) -> Result<Reply, ErrorKind> {
+    loop {
+        let fresh = conn.is_none();
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(Conn::open(plan).await?),
+        };
+        match c.exchange(plan, dog).await {
+            Ok(reply) => {
+                if !plan.keepalive {
+                    *conn = None;
+                }
+                return Ok(reply);
+            }
+            Err(Failure::Closed) if !fresh => *conn = None,
+            Err(Failure::Closed) => {
+                *conn = None;
+                return Err(ErrorKind::Reset);
+            }
+            Err(Failure::Failed(kind)) => {
+                *conn = None;
+                return Err(kind);
+            }
         }
     }
-    let c = match conn {
-        Some(c) => c,
-        None => conn.insert(Conn::open(plan).await?),
-    };
-    let out = match tokio::time::timeout(plan.timeout, c.send(plan)).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(ErrorKind::RequestTimeout),
-    };
-    if out.is_err() || !plan.keepalive {
-        *conn = None;
-    }
-    out
 }

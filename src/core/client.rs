@@ -299,6 +299,23 @@ where
     Ok(tx)
 }
 
+/// An HTTP/1.1 connection for the caller to poll itself (see [`handshake_unspawned`]).
+pub type H1Connection<B> = http1::Connection<TokioIo<Stream>, B>;
+
+/// Like [`handshake`], but returns the connection future instead of spawning it, so a caller on
+/// a hot path (the load generator) can poll it in the same task as its requests and save a task
+/// switch per request. Requests only progress while the connection is polled.
+pub async fn handshake_unspawned<B>(
+    stream: Stream,
+) -> Result<(http1::SendRequest<B>, H1Connection<B>), hyper::Error>
+where
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    http1::Builder::new().handshake(TokioIo::new(stream)).await
+}
+
 fn build_tls(opts: &TlsOptions) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
