@@ -67,9 +67,9 @@ impl Plan {
         }
         let (target, path) = (args.url.target.clone(), args.url.path.clone());
         let body = match (&args.body, &args.body_file) {
-            (Some(text), _) => Bytes::from(text.clone()),
+            (Some(text), _) => leak(text.clone().into_bytes()).0,
             (None, Some(file)) => std::fs::read(file)
-                .map(Bytes::from)
+                .map(|b| leak(b).0)
                 .map_err(|e| crate::usage(format!("--body-file {}: {e}", file.display())))?,
             (None, None) => Bytes::new(),
         };
@@ -78,9 +78,11 @@ impl Plan {
         } else {
             path.clone()
         };
-        let uri: Uri = uri_text
-            .parse()
+        uri_text
+            .parse::<Uri>()
             .map_err(|e| crate::usage(format!("bad URL path '{path}': {e}")))?;
+        // Validated above, so from_static cannot panic; static bytes clone without atomics.
+        let uri = Uri::from_static(leak(uri_text.into_bytes()).1);
         let mut headers = HeaderMap::new();
         if !args.http2 {
             let host = HeaderValue::from_str(&target.authority)
@@ -100,6 +102,14 @@ impl Plan {
             replaced.push(name.clone());
             headers.append(name.clone(), value.clone());
         }
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                let v = HeaderValue::from_maybe_shared(leak(value.as_bytes().to_vec()).0);
+                v.map(|v| (name.clone(), v))
+            })
+            .collect::<Result<HeaderMap, _>>()
+            .map_err(|e| crate::usage(format!("bad header value: {e}")))?;
         let tls = TlsOptions {
             insecure: args.insecure,
             cacert: args.cacert.clone(),
@@ -163,4 +173,14 @@ impl Plan {
         let slot = index as f64 + k as f64 * self.loops() as f64;
         Some(self.start + Duration::from_secs_f64((slot / rate).min(1e9)))
     }
+}
+
+/// Keeps bytes for the rest of the process, so per-request clones of the prebuilt request are
+/// plain copies instead of atomic reference counts. The plan lives until exit anyway.
+fn leak(bytes: Vec<u8>) -> (Bytes, &'static str) {
+    let b: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    (
+        Bytes::from_static(b),
+        std::str::from_utf8(b).unwrap_or_default(),
+    )
 }

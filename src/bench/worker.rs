@@ -99,7 +99,7 @@ async fn request_loop(plan: Arc<Plan>, index: usize, rec: Rc<RefCell<Recorder>>,
         if measured && !plan.take() {
             break;
         }
-        let result = exchange(&plan, &mut conn, &mut dog).await;
+        let result = exchange(&plan, &mut conn, &mut dog, sent).await;
         if !measured {
             continue;
         }
@@ -167,8 +167,12 @@ impl Conn {
 
     /// Sends the plan's request once the connection is ready and reads the answer to the end,
     /// within the request timeout.
-    async fn exchange(&mut self, plan: &Plan, dog: &mut Watchdog) -> Result<Reply, Failure> {
-        let deadline = Instant::now() + plan.timeout;
+    async fn exchange(
+        &mut self,
+        plan: &Plan,
+        dog: &mut Watchdog,
+        deadline: Instant,
+    ) -> Result<Reply, Failure> {
         match self {
             Conn::H1 { tx, io } => {
                 let work = async {
@@ -270,6 +274,7 @@ async fn exchange(
     plan: &Plan,
     conn: &mut Option<Conn>,
     dog: &mut Watchdog,
+    sent: Instant,
 ) -> Result<Reply, ErrorKind> {
     loop {
         let fresh = conn.is_none();
@@ -277,7 +282,7 @@ async fn exchange(
             Some(c) => c,
             None => conn.insert(Conn::open(plan).await?),
         };
-        match c.exchange(plan, dog).await {
+        match c.exchange(plan, dog, sent + plan.timeout).await {
             Ok(reply) => {
                 if !plan.keepalive {
                     *conn = None;
