@@ -289,3 +289,71 @@ fn slow_answers_time_out_by_kind() {
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["errors"], serde_json::json!({"request timeout": 4}));
 }
+
+/// A minimal h2c (HTTP/2 prior knowledge) server on 127.0.0.1:0 answering `x-server-id: h2`;
+/// returns its address and a count of the connections it accepted. Lives until the test ends.
+fn h2c_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.version(), hyper::Version::HTTP_2);
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"hi")));
+                        resp.headers_mut()
+                            .insert("x-server-id", hyper::header::HeaderValue::from_static("h2"));
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    (addr, conns)
+}
+
+#[test]
+fn http2_prior_knowledge_shares_connections_between_streams() {
+    let (addr, conns) = h2c_server();
+    let url = format!("http://{addr}/");
+    let (v, code) = bench_json(&["--http2", "-c", "2", "-p", "4", "-n", "100", &url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["http_version"], "2");
+    assert_eq!(num(&v, "/status_codes/200"), 100);
+    assert_eq!(v["groups"], serde_json::json!({"h2": 100}));
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
+fn streams_need_http2() {
+    let out = run_lbx(&["bench", "-p", "4", ":1"], LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--http2"));
+}

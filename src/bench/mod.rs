@@ -29,7 +29,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(default_workers)
-        .clamp(1, plan.loops());
+        .clamp(1, plan.connections);
     let show_progress = !args.json && !args.no_progress && crate::term::stdout_is_tty();
     let main_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -40,7 +40,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut lives = Vec::with_capacity(threads);
     let mut handles = Vec::with_capacity(threads);
     for t in 0..threads {
-        let loops: Vec<usize> = (t..plan.loops()).step_by(threads).collect();
+        let conns: Vec<usize> = (t..plan.connections).step_by(threads).collect();
         let live = Arc::new(Live::default());
         lives.push(live.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -52,7 +52,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .name(format!("bench-{t}"))
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
-                let out = local.block_on(&rt, worker::drive(plan, loops, live, stop));
+                let out = local.block_on(&rt, worker::drive(plan, conns, live, stop));
                 let _ = done.send(out);
             })
             .context("cannot start a worker thread")?;

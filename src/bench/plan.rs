@@ -114,7 +114,11 @@ impl Plan {
             insecure: args.insecure,
             cacert: args.cacert.clone(),
         };
-        let dialer = Dialer::new(args.connect_timeout, tls);
+        let dialer = if args.http2 {
+            Dialer::new_h2(args.connect_timeout, tls)
+        } else {
+            Dialer::new(args.connect_timeout, tls)
+        };
         if target.is_tls() {
             dialer.check_tls().map_err(crate::usage)?;
         }

@@ -16,15 +16,15 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::Response;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
 use super::plan::Plan;
 use super::recorder::{Answer, Recorder};
-use crate::core::client::{classify, handshake_unspawned, ErrorKind, H1Connection};
+use crate::core::client::{classify, handshake_h2, handshake_unspawned, ErrorKind, H1Connection};
 
 /// Lateness tolerated before a send counts as behind schedule (timer and wake-up jitter).
 const BEHIND_SLACK: Duration = Duration::from_millis(1);
@@ -47,18 +47,24 @@ pub struct Outcome {
     pub finished: Instant,
 }
 
-/// Runs request loops `loops` (indices into the whole run) until they end, the `-z` deadline
-/// passes or `stop` turns true; in-flight requests are then abandoned, not counted.
+/// Runs the request loops of connections `conns` (indices into the whole run; one loop per
+/// connection, or `--streams` loops sharing an HTTP/2 connection) until they end, the `-z`
+/// deadline passes or `stop` turns true; in-flight requests are then abandoned, not counted.
 pub async fn drive(
     plan: Arc<Plan>,
-    loops: Vec<usize>,
+    conns: Vec<usize>,
     live: Arc<Live>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
     let rec = Rc::new(RefCell::new(Recorder::new(plan.rate.is_some())));
     let mut set = JoinSet::new();
-    for index in loops {
-        set.spawn_local(request_loop(plan.clone(), index, rec.clone(), live.clone()));
+    for c in conns {
+        let shared: Shared = Rc::default();
+        for index in c * plan.streams..(c + 1) * plan.streams {
+            let (plan, rec, live, shared) =
+                (plan.clone(), rec.clone(), live.clone(), shared.clone());
+            set.spawn_local(request_loop(plan, index, shared, rec, live));
+        }
     }
     let deadline = plan.deadline;
     let until_deadline = async move {
@@ -83,7 +89,13 @@ pub async fn drive(
 
 /// One request loop: closed model (next request when the last answer is read) or, with a rate,
 /// each request at its scheduled time.
-async fn request_loop(plan: Arc<Plan>, index: usize, rec: Rc<RefCell<Recorder>>, live: Arc<Live>) {
+async fn request_loop(
+    plan: Arc<Plan>,
+    index: usize,
+    shared: Shared,
+    rec: Rc<RefCell<Recorder>>,
+    live: Arc<Live>,
+) {
     let mut conn: Option<Conn> = None;
     let mut dog = Watchdog::new(plan.timeout);
     for k in 0u64.. {
@@ -99,7 +111,7 @@ async fn request_loop(plan: Arc<Plan>, index: usize, rec: Rc<RefCell<Recorder>>,
         if measured && !plan.take() {
             break;
         }
-        let result = exchange(&plan, &mut conn, &mut dog, sent).await;
+        let result = exchange(&plan, &shared, &mut conn, &mut dog, sent).await;
         if !measured {
             continue;
         }
@@ -143,7 +155,14 @@ enum Conn {
         tx: http1::SendRequest<Full<Bytes>>,
         io: Option<Pin<Box<H1Connection<Full<Bytes>>>>>,
     },
+    /// HTTP/2: a clone of the sender its connection's loops share; the connection runs in its
+    /// own task.
+    H2(http2::SendRequest<Full<Bytes>>),
 }
+
+/// The HTTP/2 connection the `--streams` loops of one connection share; the lock makes the
+/// first loop dial while the others wait for it instead of each dialing its own.
+type Shared = Rc<tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>>;
 
 /// Why an exchange did not produce an answer.
 enum Failure {
@@ -154,7 +173,17 @@ enum Failure {
 }
 
 impl Conn {
-    async fn open(plan: &Plan) -> Result<Conn, ErrorKind> {
+    async fn open(plan: &Plan, shared: &Shared) -> Result<Conn, ErrorKind> {
+        if plan.http2 {
+            let mut slot = shared.lock().await;
+            if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+                return Ok(Conn::H2(tx.clone()));
+            }
+            let (stream, _) = plan.dialer.dial(&plan.target).await.map_err(|e| e.kind)?;
+            let tx = handshake_h2(stream).await.map_err(|e| classify(&e))?;
+            *slot = Some(tx.clone());
+            return Ok(Conn::H2(tx));
+        }
         let (stream, _) = plan.dialer.dial(&plan.target).await.map_err(|e| e.kind)?;
         let (tx, io) = handshake_unspawned(stream)
             .await
@@ -173,25 +202,51 @@ impl Conn {
         dog: &mut Watchdog,
         deadline: Instant,
     ) -> Result<Reply, Failure> {
-        match self {
-            Conn::H1 { tx, io } => {
-                let work = async {
-                    if tx.ready().await.is_err() {
-                        return Err(Failure::Closed);
-                    }
-                    let resp = tx.send_request(plan.request()).await;
-                    let reply = match resp {
-                        Ok(resp) => read_reply(plan, resp).await,
-                        Err(e) => Err(e),
-                    };
-                    reply.map_err(|e| Failure::Failed(classify(&e)))
-                };
-                polling(io, dog, deadline, work)
-                    .await
-                    .unwrap_or(Err(Failure::Failed(ErrorKind::RequestTimeout)))
+        let out = match self {
+            Conn::H1 { tx, io } => polling(io, dog, deadline, round_trip(tx, plan)).await,
+            Conn::H2(tx) => {
+                let mut no_io: Option<Pin<Box<std::future::Pending<()>>>> = None;
+                polling(&mut no_io, dog, deadline, round_trip(tx, plan)).await
             }
-        }
+        };
+        out.unwrap_or(Err(Failure::Failed(ErrorKind::RequestTimeout)))
     }
+}
+
+/// The two hyper senders, as the round trip uses them.
+trait Sender {
+    async fn ready(&mut self) -> hyper::Result<()>;
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>;
+}
+
+impl Sender for http1::SendRequest<Full<Bytes>> {
+    async fn ready(&mut self) -> hyper::Result<()> {
+        http1::SendRequest::ready(self).await
+    }
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+        self.send_request(req).await
+    }
+}
+
+impl Sender for http2::SendRequest<Full<Bytes>> {
+    async fn ready(&mut self) -> hyper::Result<()> {
+        http2::SendRequest::ready(self).await
+    }
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+        self.send_request(req).await
+    }
+}
+
+/// Waits until the connection takes a request, sends the plan's, and reads the answer.
+async fn round_trip(tx: &mut impl Sender, plan: &Plan) -> Result<Reply, Failure> {
+    if tx.ready().await.is_err() {
+        return Err(Failure::Closed);
+    }
+    let reply = match tx.send(plan.request()).await {
+        Ok(resp) => read_reply(plan, resp).await,
+        Err(e) => Err(e),
+    };
+    reply.map_err(|e| Failure::Failed(classify(&e)))
 }
 
 /// A request timeout that costs no timer operation per request: one sleep per loop, re-armed
@@ -272,6 +327,7 @@ async fn read_reply(plan: &Plan, resp: Response<Incoming>) -> Result<Reply, hype
 /// connect is a failed attempt; a broken or timed-out connection is dropped for a fresh one.
 async fn exchange(
     plan: &Plan,
+    shared: &Shared,
     conn: &mut Option<Conn>,
     dog: &mut Watchdog,
     sent: Instant,
@@ -280,7 +336,7 @@ async fn exchange(
         let fresh = conn.is_none();
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(Conn::open(plan).await?),
+            None => conn.insert(Conn::open(plan, shared).await?),
         };
         match c.exchange(plan, dog, sent + plan.timeout).await {
             Ok(reply) => {
