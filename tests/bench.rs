@@ -94,6 +94,7 @@ fn json_has_every_documented_field() {
         "/latency_ms/stdev",
         "/status_codes",
         "/errors",
+        "/error_examples",
         "/group_by",
         "/groups",
         "/ungrouped",
@@ -356,4 +357,140 @@ fn streams_need_http2() {
     let out = run_lbx(&["bench", "-p", "4", ":1"], LIMIT);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--http2"));
+}
+
+/// `openssl s_server` with a leaf certificate for 127.0.0.1 signed by a throwaway CA; killed
+/// on drop. `None` (test skipped) when the openssl CLI is missing.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.ca.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn tls_server() -> Option<TlsServer> {
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: the openssl CLI is not installed");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("lbx-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    let key = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=lbx test ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &key[..],
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let port = closed_port();
+    let accept = format!("127.0.0.1:{port}");
+    let child = Command::new("openssl")
+        .args([
+            "s_server", "-accept", &accept, "-cert", "leaf.pem", "-key", "leaf.key", "-www",
+            "-quiet",
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = TlsServer {
+        child,
+        port,
+        ca: dir.join("ca.pem"),
+    };
+    let up = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "openssl s_server did not start");
+    Some(server)
+}
+
+#[test]
+fn tls_verifies_and_accepts_insecure_or_cacert() {
+    let Some(server) = tls_server() else { return };
+    let url = format!("https://127.0.0.1:{}/", server.port);
+    let (v, code) = bench_json(&["-n", "4", "-c", "1", &url]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({"tls": 4}));
+    assert!(v["error_examples"]["tls"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    let (v, code) = bench_json(&["-n", "4", "-c", "1", "--insecure", &url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(num(&v, "/status_codes/200"), 4);
+    let ca = server.ca.to_string_lossy().into_owned();
+    let (v, code) = bench_json(&["-n", "4", "-c", "1", "--cacert", &ca, &url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(num(&v, "/status_codes/200"), 4);
 }

@@ -32,6 +32,8 @@ pub struct Recorder {
     pub status: Vec<u64>,
     /// Failed attempts without an answer, by kind.
     pub errors: BTreeMap<ErrorKind, u64>,
+    /// The first message seen for each error kind.
+    pub examples: BTreeMap<ErrorKind, String>,
     /// Answers by value of the group-by header (`None` when absent).
     pub groups: Vec<(Option<String>, u64)>,
     /// Per second since measuring began.
@@ -59,6 +61,7 @@ impl Recorder {
             uncorrected: corrected.then(histogram),
             status: vec![0; 1000],
             errors: BTreeMap::new(),
+            examples: BTreeMap::new(),
             groups: Vec::new(),
             timeline: Vec::new(),
             behind: 0,
@@ -122,6 +125,9 @@ impl Recorder {
         }
         for (k, v) in &other.errors {
             *self.errors.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.examples {
+            self.examples.entry(*k).or_insert_with(|| v.clone());
         }
         for (k, v) in &other.groups {
             match self.groups.iter_mut().find(|(g, _)| g == k) {

@@ -143,6 +143,7 @@ impl Report<'_> {
             "latency_ms": latency_json(&r.latency),
             "status_codes": status,
             "errors": errors,
+            "error_examples": r.examples.iter().map(|(k, m)| (k.as_str().to_string(), json!(m))).collect::<Map<String, Value>>(),
             "group_by": self.plan.group_by.as_str(),
             "groups": groups,
             "ungrouped": self.answered() - self.groups().iter().map(|g| g.1).sum::<u64>(),
@@ -211,6 +212,9 @@ impl Report<'_> {
             let width = r.errors.keys().map(|k| k.as_str().len()).max().unwrap_or(0);
             for (k, n) in &r.errors {
                 let _ = writeln!(o, "  {}  {n}", red(&format!("{:<width$}", k.as_str())));
+                if let Some(m) = r.examples.get(k) {
+                    let _ = writeln!(o, "    {}", dim(&format!("e.g. {m}")));
+                }
             }
         }
         let groups = self.groups();

@@ -24,7 +24,9 @@ use tokio::time::Sleep;
 
 use super::plan::Plan;
 use super::recorder::{Answer, Recorder};
-use crate::core::client::{classify, handshake_h2, handshake_unspawned, ErrorKind, H1Connection};
+use crate::core::client::{
+    classify, handshake_h2, handshake_unspawned, ConnectError, ErrorKind, H1Connection,
+};
 
 /// Lateness tolerated before a send counts as behind schedule (timer and wake-up jitter).
 const BEHIND_SLACK: Duration = Duration::from_millis(1);
@@ -130,7 +132,11 @@ async fn request_loop(
                     bytes: reply.bytes,
                 },
             ),
-            Err(kind) => r.error(at, kind),
+            Err(cause) => {
+                let kind = cause.kind();
+                r.error(at, kind);
+                r.examples.entry(kind).or_insert_with(|| cause.detail());
+            }
         }
         live.requests.store(r.requests, Relaxed);
         live.failures.store(r.failures, Relaxed);
@@ -169,25 +175,75 @@ enum Failure {
     /// The connection had closed before the request went out: reconnect and retry.
     Closed,
     /// The attempt failed.
-    Failed(ErrorKind),
+    Failed(Cause),
+}
+
+/// Why an attempt failed; the message is only rendered for the report's first example of each
+/// kind, so failing fast (a closed port) costs no formatting.
+pub enum Cause {
+    /// Dialing failed.
+    Connect(ConnectError),
+    /// HTTP failed on the connection.
+    Http(hyper::Error),
+    /// No complete answer within the timeout.
+    Timeout(Duration),
+    /// A fresh connection closed before taking the request.
+    Closed,
+}
+
+impl Cause {
+    /// The kind reported.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Cause::Connect(e) => e.kind,
+            Cause::Http(e) => classify(e),
+            Cause::Timeout(_) => ErrorKind::RequestTimeout,
+            Cause::Closed => ErrorKind::Reset,
+        }
+    }
+
+    /// The message with its chain of causes.
+    pub fn detail(&self) -> String {
+        match self {
+            Cause::Connect(e) => e.to_string(),
+            Cause::Http(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(e);
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                msg
+            }
+            Cause::Timeout(d) => format!("no complete answer within {d:?}"),
+            Cause::Closed => "the connection closed before taking a request".into(),
+        }
+    }
 }
 
 impl Conn {
-    async fn open(plan: &Plan, shared: &Shared) -> Result<Conn, ErrorKind> {
+    async fn open(plan: &Plan, shared: &Shared) -> Result<Conn, Cause> {
         if plan.http2 {
             let mut slot = shared.lock().await;
             if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
                 return Ok(Conn::H2(tx.clone()));
             }
-            let (stream, _) = plan.dialer.dial(&plan.target).await.map_err(|e| e.kind)?;
-            let tx = handshake_h2(stream).await.map_err(|e| classify(&e))?;
+            let (stream, _) = plan
+                .dialer
+                .dial(&plan.target)
+                .await
+                .map_err(Cause::Connect)?;
+            let tx = handshake_h2(stream).await.map_err(Cause::Http)?;
             *slot = Some(tx.clone());
             return Ok(Conn::H2(tx));
         }
-        let (stream, _) = plan.dialer.dial(&plan.target).await.map_err(|e| e.kind)?;
-        let (tx, io) = handshake_unspawned(stream)
+        let (stream, _) = plan
+            .dialer
+            .dial(&plan.target)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(Cause::Connect)?;
+        let (tx, io) = handshake_unspawned(stream).await.map_err(Cause::Http)?;
         Ok(Conn::H1 {
             tx,
             io: Some(Box::pin(io)),
@@ -209,7 +265,7 @@ impl Conn {
                 polling(&mut no_io, dog, deadline, round_trip(tx, plan)).await
             }
         };
-        out.unwrap_or(Err(Failure::Failed(ErrorKind::RequestTimeout)))
+        out.unwrap_or(Err(Failure::Failed(Cause::Timeout(plan.timeout))))
     }
 }
 
@@ -246,7 +302,7 @@ async fn round_trip(tx: &mut impl Sender, plan: &Plan) -> Result<Reply, Failure>
         Ok(resp) => read_reply(plan, resp).await,
         Err(e) => Err(e),
     };
-    reply.map_err(|e| Failure::Failed(classify(&e)))
+    reply.map_err(|e| Failure::Failed(Cause::Http(e)))
 }
 
 /// A request timeout that costs no timer operation per request: one sleep per loop, re-armed
@@ -331,7 +387,7 @@ async fn exchange(
     conn: &mut Option<Conn>,
     dog: &mut Watchdog,
     sent: Instant,
-) -> Result<Reply, ErrorKind> {
+) -> Result<Reply, Cause> {
     loop {
         let fresh = conn.is_none();
         let c = match conn {
@@ -348,7 +404,7 @@ async fn exchange(
             Err(Failure::Closed) if !fresh => *conn = None,
             Err(Failure::Closed) => {
                 *conn = None;
-                return Err(ErrorKind::Reset);
+                return Err(Cause::Closed);
             }
             Err(Failure::Failed(kind)) => {
                 *conn = None;
