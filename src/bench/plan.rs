@@ -188,3 +188,58 @@ fn leak(bytes: Vec<u8>) -> (Bytes, &'static str) {
         std::str::from_utf8(b).unwrap_or_default(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn plan(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from([&["lbx", "bench"], args].concat()).expect("parses");
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        Plan::new(&b, Instant::now()).expect("plan")
+    }
+
+    #[test]
+    fn prebuilt_request() {
+        let p = plan(&[
+            "-m",
+            "post",
+            "-d",
+            "hello",
+            "-H",
+            "User-Agent: mine",
+            "-H",
+            "X-A: 1",
+            "-H",
+            "X-A: 2",
+            ":8080/api?q=1",
+        ]);
+        let r = p.request();
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(r.uri(), "/api?q=1");
+        assert_eq!(r.headers()[HOST], "127.0.0.1:8080");
+        assert_eq!(r.headers()[USER_AGENT], "mine");
+        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
+        assert!(r.headers().get(CONNECTION).is_none());
+        assert_eq!(p.body, "hello");
+        assert_eq!((p.limit, p.keepalive), (DEFAULT_REQUESTS, true));
+    }
+
+    #[test]
+    fn keepalive_http2_and_schedule() {
+        let p = plan(&["--disable-keepalive", "-z", "1s", ":8080"]);
+        assert_eq!(p.request().headers()[CONNECTION], "close");
+        assert_eq!(p.limit, u64::MAX);
+        assert_eq!(p.deadline, Some(p.measure_from + Duration::from_secs(1)));
+        let p = plan(&["--http2", "-p", "3", "-c", "2", "--rate", "100", ":8080/x"]);
+        assert_eq!(p.request().uri(), "http://127.0.0.1:8080/x");
+        assert!(p.request().headers().get(HOST).is_none());
+        assert_eq!(p.loops(), 6);
+        let at = p.scheduled(1, 2).unwrap();
+        assert_eq!(at - p.start, Duration::from_millis(130));
+    }
+}

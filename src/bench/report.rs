@@ -278,33 +278,21 @@ impl Report<'_> {
     }
 }
 
-/// Ten equal-width latency buckets from min to max, each with a bar.
+/// Up to ten latency buckets from min to max, log-spaced so the body and the tail both show;
+/// each row is the bucket's upper bound, its count and a bar.
 fn histogram_text(o: &mut String, h: &Histogram<u64>) {
     let _ = writeln!(o, "{}", bold("Histogram (ms)"));
-    let (lo, hi) = (h.min(), h.max());
-    let buckets = 10u64;
-    let step = ((hi - lo) / buckets).max(1);
-    let mut counts = Vec::new();
+    let (lo, hi) = (h.min().max(1), h.max().max(1));
+    let ratio = hi as f64 / lo as f64;
+    let mut counts: Vec<(u64, u64)> = Vec::new();
     let mut from = lo;
-    for i in 0..buckets {
-        let to = if i + 1 == buckets {
-            hi
-        } else {
-            from + step - 1
-        };
-        let n: u64 = h
-            .iter_recorded()
-            .filter(|v| {
-                let x = v.value_iterated_to();
-                x >= from && x <= to
-            })
-            .map(|v| v.count_at_value())
-            .sum();
-        counts.push((to, n));
-        from = to + 1;
-        if from > hi {
-            break;
+    for i in 1..=10 {
+        let to = ((lo as f64 * ratio.powf(f64::from(i) / 10.0)).round() as u64).clamp(from, hi);
+        if counts.last().is_some_and(|c| c.0 >= to) {
+            continue;
         }
+        counts.push((to, h.count_between(from, to)));
+        from = h.next_non_equivalent(to);
     }
     let top = counts.iter().map(|c| c.1).max().unwrap_or(1).max(1);
     for (to, n) in counts {
@@ -326,5 +314,41 @@ fn natural(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         _ => a.cmp(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_rows_cover_every_answer_once() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in [90, 100, 150, 400, 1_000, 2_500, 80_000, 80_001, 1_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut o = String::new();
+        histogram_text(&mut o, &h);
+        let total: u64 = o
+            .lines()
+            .filter_map(|l| {
+                l.split('[')
+                    .nth(1)?
+                    .split(']')
+                    .next()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(total, 9, "{o}");
+        assert!(o.lines().count() <= 11, "{o}");
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["10", "2", "b", "1"];
+        v.sort_by(|a, b| natural(a, b));
+        assert_eq!(v, ["1", "2", "10", "b"]);
     }
 }
