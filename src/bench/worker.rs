@@ -347,15 +347,22 @@ where
 {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
-        if let Some(c) = io.as_mut() {
-            if c.as_mut().poll(cx).is_ready() {
-                *io = None;
+        // Two passes: the connection writes the request `fut` has just queued in this same poll
+        // instead of after a trip through the scheduler.
+        for _ in 0..2 {
+            if let Some(c) = io.as_mut() {
+                if c.as_mut().poll(cx).is_ready() {
+                    *io = None;
+                }
+            }
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
             }
         }
-        match fut.as_mut().poll(cx) {
-            Poll::Ready(out) => Poll::Ready(Some(out)),
-            Poll::Pending if dog.poll_expired(cx, deadline) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        if dog.poll_expired(cx, deadline) {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
     })
     .await
