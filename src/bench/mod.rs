@@ -172,13 +172,14 @@ mod progress {
                     );
                 }
             }
-            if now < plan.measure_from {
-                head = "warming up".to_string();
-            }
             self.bar
                 .set_position((share.clamp(0.0, 1.0) * 1000.0) as u64);
-            self.bar
-                .set_message(format!("{head} requests, {rps:.0} req/s, {failed} failed"));
+            if now < plan.measure_from {
+                self.bar.set_message("warming up");
+            } else {
+                self.bar
+                    .set_message(format!("{head} requests, {rps:.0} req/s, {failed} failed"));
+            }
         }
 
         pub fn finish(&self) {
