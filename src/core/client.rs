@@ -330,7 +330,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    http1::Builder::new().handshake(TokioIo::new(stream)).await
+    http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
 }
 
 /// Starts HTTP/2 on a dialed stream (h2 by ALPN over TLS, prior knowledge over plain TCP); the
