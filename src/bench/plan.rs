@@ -199,19 +199,22 @@ fn leak(bytes: Vec<u8>) -> (Bytes, &'static str) {
     )
 }
 
+/// A plan from `lbx bench ARGS` (tests only).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn test_plan(args: &[&str]) -> Plan {
     use crate::cli::{Cli, Command};
     use clap::Parser;
+    let cli = Cli::try_parse_from([&["lbx", "bench"], args].concat()).expect("parses");
+    let Command::Bench(b) = cli.command else {
+        panic!("not bench")
+    };
+    Plan::new(&b, Instant::now()).expect("plan")
+}
 
-    fn plan(args: &[&str]) -> Plan {
-        let cli = Cli::try_parse_from([&["lbx", "bench"], args].concat()).expect("parses");
-        let Command::Bench(b) = cli.command else {
-            panic!("not bench")
-        };
-        Plan::new(&b, Instant::now()).expect("plan")
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_plan as plan;
+    use super::*;
 
     #[test]
     fn prebuilt_request() {

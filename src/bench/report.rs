@@ -89,6 +89,23 @@ impl Report<'_> {
         g
     }
 
+    /// Min, mean and max responses per second over the run's full seconds (two at least).
+    fn per_second_spread(&self) -> Option<(u64, f64, u64)> {
+        let full = (self.duration.as_secs() as usize).min(self.rec.timeline.len());
+        let secs: Vec<u64> = self.rec.timeline[..full]
+            .iter()
+            .map(|s| s.responses)
+            .collect();
+        let (lo, hi) = (secs.iter().min()?, secs.iter().max()?);
+        (secs.len() >= 2).then(|| {
+            (
+                *lo,
+                secs.iter().sum::<u64>() as f64 / secs.len() as f64,
+                *hi,
+            )
+        })
+    }
+
     fn answered(&self) -> u64 {
         self.rec.latency.len()
     }
@@ -178,6 +195,12 @@ impl Report<'_> {
         let _ = writeln!(o, "  Duration:      {:.3} s", self.secs());
         let _ = writeln!(o, "  Requests/sec:  {:.1}", self.per_sec());
         let _ = writeln!(o, "  Received:      {}", bytes(r.bytes));
+        if let Some((lo, mean, hi)) = self.per_second_spread() {
+            let _ = writeln!(
+                o,
+                "  Per second:    min {lo}, mean {mean:.0}, max {hi} (full seconds)"
+            );
+        }
         if let Some(target) = self.plan.rate {
             let _ = writeln!(
                 o,
@@ -343,6 +366,29 @@ mod tests {
             .sum();
         assert_eq!(total, 9, "{o}");
         assert!(o.lines().count() <= 11, "{o}");
+    }
+
+    #[test]
+    fn per_second_spread_uses_full_seconds() {
+        use crate::bench::recorder::{Recorder, Second};
+        let plan = crate::bench::plan::test_plan(&["-z", "3s", ":1"]);
+        let mut rec = Recorder::new(false);
+        rec.timeline = [10, 30, 20, 1]
+            .map(|responses| Second {
+                responses,
+                failures: 0,
+            })
+            .to_vec();
+        let mut report = Report {
+            plan: &plan,
+            rec: &rec,
+            duration: Duration::from_millis(3500),
+            threads: 1,
+            interrupted: false,
+        };
+        assert_eq!(report.per_second_spread(), Some((10, 20.0, 30)));
+        report.duration = Duration::from_millis(1500);
+        assert_eq!(report.per_second_spread(), None);
     }
 
     #[test]
