@@ -160,14 +160,19 @@ impl Plan {
         self.limit == u64::MAX || self.issued.fetch_add(1, Relaxed) < self.limit
     }
 
-    /// A fresh copy of the prebuilt request.
-    pub fn request(&self) -> Request<Full<Bytes>> {
+    /// A fresh copy of the prebuilt request, its headers written into `spare` (the last
+    /// answer's header map, emptied) when given: no header map is allocated per request.
+    pub fn request(&self, spare: Option<HeaderMap>) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
+        let headers = req.headers_mut();
+        if let Some(mut spare) = spare {
+            spare.clear();
+            *headers = spare;
+        }
         // hyper reuses the request's header map for parsing the answer: room for a typical
         // answer's headers saves the regrowth (a clone would have capacity for ours only).
-        let headers = req.headers_mut();
         headers.reserve(self.headers.len() + ANSWER_HEADERS);
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
@@ -231,7 +236,7 @@ mod tests {
             "X-A: 2",
             ":8080/api?q=1",
         ]);
-        let r = p.request();
+        let r = p.request(None);
         assert_eq!(r.method(), Method::POST);
         assert_eq!(r.uri(), "/api?q=1");
         assert_eq!(r.headers()[HOST], "127.0.0.1:8080");
@@ -245,12 +250,12 @@ mod tests {
     #[test]
     fn keepalive_http2_and_schedule() {
         let p = plan(&["--disable-keepalive", "-z", "1s", ":8080"]);
-        assert_eq!(p.request().headers()[CONNECTION], "close");
+        assert_eq!(p.request(None).headers()[CONNECTION], "close");
         assert_eq!(p.limit, u64::MAX);
         assert_eq!(p.deadline, Some(p.measure_from + Duration::from_secs(1)));
         let p = plan(&["--http2", "-p", "3", "-c", "2", "--rate", "100", ":8080/x"]);
-        assert_eq!(p.request().uri(), "http://127.0.0.1:8080/x");
-        assert!(p.request().headers().get(HOST).is_none());
+        assert_eq!(p.request(None).uri(), "http://127.0.0.1:8080/x");
+        assert!(p.request(None).headers().get(HOST).is_none());
         assert_eq!(p.loops(), 6);
         let at = p.scheduled(1, 2).unwrap();
         assert_eq!(at - p.start, Duration::from_millis(130));

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -100,6 +100,8 @@ async fn request_loop(
 ) {
     let mut conn: Option<Conn> = None;
     let mut dog = Watchdog::new(plan.timeout);
+    // The last answer's header map, reused for the next request.
+    let mut spare = None;
     for k in 0u64.. {
         let scheduled = plan.scheduled(index, k);
         let mut behind = false;
@@ -113,7 +115,7 @@ async fn request_loop(
         if measured && !plan.take() {
             break;
         }
-        let result = exchange(&plan, &shared, &mut conn, &mut dog, sent).await;
+        let result = exchange(&plan, &shared, &mut conn, &mut dog, &mut spare, sent).await;
         if !measured {
             continue;
         }
@@ -256,13 +258,14 @@ impl Conn {
         &mut self,
         plan: &Plan,
         dog: &mut Watchdog,
+        spare: &mut Option<HeaderMap>,
         deadline: Instant,
     ) -> Result<Reply, Failure> {
         let out = match self {
-            Conn::H1 { tx, io } => polling(io, dog, deadline, round_trip(tx, plan)).await,
+            Conn::H1 { tx, io } => polling(io, dog, deadline, round_trip(tx, plan, spare)).await,
             Conn::H2(tx) => {
                 let mut no_io: Option<Pin<Box<std::future::Pending<()>>>> = None;
-                polling(&mut no_io, dog, deadline, round_trip(tx, plan)).await
+                polling(&mut no_io, dog, deadline, round_trip(tx, plan, spare)).await
             }
         };
         out.unwrap_or(Err(Failure::Failed(Cause::Timeout(plan.timeout))))
@@ -294,12 +297,16 @@ impl Sender for http2::SendRequest<Full<Bytes>> {
 }
 
 /// Waits until the connection takes a request, sends the plan's, and reads the answer.
-async fn round_trip(tx: &mut impl Sender, plan: &Plan) -> Result<Reply, Failure> {
+async fn round_trip(
+    tx: &mut impl Sender,
+    plan: &Plan,
+    spare: &mut Option<HeaderMap>,
+) -> Result<Reply, Failure> {
     if tx.ready().await.is_err() {
         return Err(Failure::Closed);
     }
-    let reply = match tx.send(plan.request()).await {
-        Ok(resp) => read_reply(plan, resp).await,
+    let reply = match tx.send(plan.request(spare.take())).await {
+        Ok(resp) => read_reply(plan, resp, spare).await,
         Err(e) => Err(e),
     };
     reply.map_err(|e| Failure::Failed(Cause::Http(e)))
@@ -369,10 +376,15 @@ where
 }
 
 /// Reads the status, the group-by header and the whole body.
-async fn read_reply(plan: &Plan, resp: Response<Incoming>) -> Result<Reply, hyper::Error> {
-    let status = resp.status().as_u16();
-    let group = resp.headers().get(&plan.group_by).cloned();
-    let mut body = resp.into_body();
+async fn read_reply(
+    plan: &Plan,
+    resp: Response<Incoming>,
+    spare: &mut Option<HeaderMap>,
+) -> Result<Reply, hyper::Error> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let group = parts.headers.get(&plan.group_by).cloned();
+    *spare = Some(parts.headers);
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
         if let Some(d) = frame?.data_ref() {
@@ -393,6 +405,7 @@ async fn exchange(
     shared: &Shared,
     conn: &mut Option<Conn>,
     dog: &mut Watchdog,
+    spare: &mut Option<HeaderMap>,
     sent: Instant,
 ) -> Result<Reply, Cause> {
     loop {
@@ -401,7 +414,7 @@ async fn exchange(
             Some(c) => c,
             None => conn.insert(Conn::open(plan, shared).await?),
         };
-        match c.exchange(plan, dog, sent + plan.timeout).await {
+        match c.exchange(plan, dog, spare, sent + plan.timeout).await {
             Ok(reply) => {
                 if !plan.keepalive {
                     *conn = None;
