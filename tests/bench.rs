@@ -494,3 +494,19 @@ fn tls_verifies_and_accepts_insecure_or_cacert() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(num(&v, "/status_codes/200"), 4);
 }
+
+/// One connection cannot keep a 100/s schedule against 50 ms answers: later requests go out
+/// behind schedule, and their corrected latency (from the scheduled time) far exceeds the
+/// uncorrected one.
+#[test]
+fn rate_corrects_for_coordinated_omission() {
+    let s = serve(1, &["--delay", "50ms"]);
+    let addr = s.addr().to_string();
+    let (v, code) = bench_json(&["--rate", "100", "-z", "1s", "-c", "1", &addr]);
+    assert_eq!(code, 0, "{v}");
+    assert!(num(&v, "/rate/behind_schedule") > 5, "{v}");
+    let corrected = v["latency_ms"]["max"].as_f64().unwrap();
+    let uncorrected = v["rate"]["uncorrected_latency_ms"]["max"].as_f64().unwrap();
+    assert!(uncorrected >= 50.0, "{v}");
+    assert!(corrected > 4.0 * uncorrected, "{v}");
+}

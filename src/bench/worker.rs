@@ -103,12 +103,20 @@ async fn request_loop(
     // The last answer's header map, reused for the next request.
     let mut spare = None;
     for k in 0u64.. {
-        let scheduled = plan.scheduled(index, k);
+        // With a rate: when the loop was still busy with the previous request at this one's
+        // send time, its latency counts from that time (coordinated-omission correction).
+        // Otherwise it counts from the actual send: the timer's own wake-up jitter (up to a
+        // millisecond) is the load generator's, not the server's.
+        let mut late_from = None;
         let mut behind = false;
-        if let Some(at) = scheduled {
-            // Still busy with the previous request when this one was due: behind schedule.
-            behind = Instant::now() > at + BEHIND_SLACK;
-            tokio::time::sleep_until(at.into()).await;
+        if let Some(at) = plan.scheduled(index, k) {
+            let now = Instant::now();
+            if now > at {
+                late_from = Some(at);
+                behind = now > at + BEHIND_SLACK;
+            } else {
+                tokio::time::sleep_until(at.into()).await;
+            }
         }
         let sent = Instant::now();
         let measured = sent >= plan.measure_from;
@@ -128,7 +136,7 @@ async fn request_loop(
                 at,
                 Answer {
                     status: reply.status,
-                    latency_us: micros(done - scheduled.unwrap_or(sent)),
+                    latency_us: micros(done - late_from.unwrap_or(sent)),
                     uncorrected_us: micros(done - sent),
                     group: reply.group.as_ref().map(HeaderValue::as_bytes),
                     bytes: reply.bytes,
