@@ -350,6 +350,9 @@ fn http2_prior_knowledge_shares_connections_between_streams() {
     assert_eq!(num(&v, "/status_codes/200"), 100);
     assert_eq!(v["groups"], serde_json::json!({"h2": 100}));
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let (v, _) = bench_json(&["--http2", "-c", "1", "-n", "5", "--disable-keepalive", &url]);
+    assert_eq!(num(&v, "/status_codes/200"), 5);
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2 + 5);
 }
 
 #[test]

@@ -236,7 +236,8 @@ impl Conn {
     async fn open(plan: &Plan, shared: &Shared) -> Result<Conn, Cause> {
         if plan.http2 {
             let mut slot = shared.lock().await;
-            if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+            // --disable-keepalive: a new connection for every request, streams or not.
+            if let Some(tx) = slot.as_ref().filter(|tx| plan.keepalive && !tx.is_closed()) {
                 return Ok(Conn::H2(tx.clone()));
             }
             let (stream, _) = plan
