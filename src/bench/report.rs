@@ -110,7 +110,20 @@ impl Report<'_> {
         self.rec.latency.len()
     }
 
-    /// The one JSON object printed by `--json`.
+    /// The one JSON object printed by `--json`:
+    ///
+    /// - `url`, `method`, `http_version` ("1.1" or "2"), `connections`, `threads`
+    /// - `summary`: `requests` (attempts measured), `successes`, `failures` (transport errors
+    ///   plus 5xx answers), `duration_s`, `requests_per_sec`, `bytes_received` (bodies),
+    ///   `interrupted` (Ctrl-C)
+    /// - `latency_ms`: `p50 p75 p90 p95 p99 p999 p9999 max min mean stdev` of answered requests
+    ///   (corrected with `--rate`); `null` when nothing was answered
+    /// - `status_codes`: `{"200": n}`; `errors`: `{"connection refused": n}` by kind;
+    ///   `error_examples`: the first message of each kind
+    /// - `group_by` (header name), `groups`: `{value: n}`, `ungrouped`: answers without it
+    /// - `timeline`: `[{second, responses, failures}]` from the start of measuring
+    /// - `rate`: `null`, or `{target_per_sec, achieved_per_sec, behind_schedule,
+    ///   uncorrected_latency_ms}` with `--rate`
     pub fn json(&self) -> Value {
         let r = self.rec;
         let status: Map<String, Value> = self
