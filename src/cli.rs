@@ -350,8 +350,8 @@ pub struct CheckArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Target URL: an address as elsewhere, optionally with a path (http://host:port/path?q).
-    #[arg(value_name = "URL")]
-    pub url: String,
+    #[arg(value_name = "URL", value_parser = crate::bench::args::url)]
+    pub url: Box<crate::bench::args::Url>,
     /// Number of requests (accepts 10k, 1m); default 200 when no --duration is given.
     #[arg(short = 'n', long = "requests", value_name = "N", value_parser = count)]
     pub requests: Option<u64>,
@@ -359,29 +359,62 @@ pub struct BenchArgs {
     #[arg(short = 'c', long = "connections", value_name = "N", default_value_t = 50, value_parser = positive)]
     pub connections: usize,
     /// Run for this long (with -n too, whichever ends first).
-    #[arg(short = 'z', long, value_name = "DURATION", value_parser = duration)]
+    #[arg(short = 'z', long, value_name = "DURATION", value_parser = crate::bench::args::run_duration)]
     pub duration: Option<Duration>,
+    /// Open model: send this many requests per second in total on a fixed schedule, and report
+    /// latency from the scheduled send time (coordinated-omission correction).
+    #[arg(short = 'q', long, value_name = "PER_SEC", value_parser = crate::bench::args::per_second)]
+    pub rate: Option<f64>,
     /// HTTP method.
-    #[arg(short, long, default_value = "GET")]
-    pub method: String,
+    #[arg(short, long, default_value = "GET", value_parser = crate::bench::args::method)]
+    pub method: http::Method,
     /// Request header 'Name: value' (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
-    pub headers: Vec<String>,
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = crate::bench::args::header)]
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Request body.
-    #[arg(short = 'd', long = "body", value_name = "TEXT")]
+    #[arg(
+        short = 'd',
+        long = "body",
+        value_name = "TEXT",
+        conflicts_with = "body_file"
+    )]
     pub body: Option<String>,
+    /// Request body read from a file.
+    #[arg(short = 'D', long = "body-file", value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
     /// Per-request timeout.
-    #[arg(short = 't', long, value_name = "DURATION", default_value = "20s", value_parser = duration)]
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "20s", value_parser = crate::bench::args::run_duration)]
     pub timeout: Duration,
     /// Time to connect.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::bench::args::run_duration)]
     pub connect_timeout: Duration,
-    /// Worker threads (default: available cores).
+    /// A new connection for every request (sends Connection: close).
+    #[arg(long)]
+    pub disable_keepalive: bool,
+    /// Speak HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) over http://.
+    #[arg(long)]
+    pub http2: bool,
+    /// With --http2, concurrent streams per connection.
+    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = positive, requires = "http2")]
+    pub streams: usize,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Worker threads (default: available cores, at most one per connection).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub threads: Option<usize>,
+    /// Send load for this long first without counting it.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub warmup: Option<Duration>,
     /// Response header whose values the spread is counted over.
-    #[arg(long, value_name = "HEADER", default_value = "x-server-id")]
-    pub group_by: String,
+    #[arg(long, value_name = "HEADER", default_value = "x-server-id", value_parser = crate::bench::args::header_name)]
+    pub group_by: http::HeaderName,
+    /// Exit 1 when any request failed (a connection error, a timeout or a 5xx answer).
+    #[arg(long)]
+    pub fail_on_error: bool,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,

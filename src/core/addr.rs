@@ -312,3 +312,58 @@ mod tests {
         assert!(parse_port_range("x").is_err());
     }
 }
+
+/// Parses a URL that may carry a path and query (`:8080`, `:8080/api?x=1`, `http://h:p/path`)
+/// into its target, by [`Target::parse`]'s rules, and the path with query (`/` when absent).
+/// A fragment is dropped, as browsers do. The error names the bad URL.
+pub fn parse_url(input: &str) -> Result<(Target, String), String> {
+    let s = input.trim();
+    let host_from = s.find("://").map_or(0, |i| i + 3);
+    let (addr, path) = match s[host_from..].find(['/', '?', '#']) {
+        Some(i) => s.split_at(host_from + i),
+        None => (s, ""),
+    };
+    let target = Target::parse(addr).map_err(|e| {
+        if addr == s {
+            e
+        } else {
+            format!("bad URL '{input}': {e}")
+        }
+    })?;
+    let path = path.split('#').next().unwrap_or_default();
+    let path = match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    };
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "bad URL '{input}': the path has spaces or control characters"
+        ));
+    }
+    Ok((target, path))
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn urls_with_paths() {
+        let (t, p) = parse_url(":8080").unwrap();
+        assert_eq!((t.port, p.as_str()), (8080, "/"));
+        let (t, p) = parse_url(":8080/api?x=1").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), p.as_str()),
+            ("127.0.0.1:8080", "/api?x=1")
+        );
+        let (t, p) = parse_url("https://example.com/a/b#frag").unwrap();
+        assert_eq!((t.port, t.is_tls(), p.as_str()), (443, true, "/a/b"));
+        let (_, p) = parse_url("http://[::1]:9001?q").unwrap();
+        assert_eq!(p, "/?q");
+        for bad in ["", "nope", ":0/x", "ftp://h:1/", ":80/a b"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_url("x:99999/p").unwrap_err().contains("x:99999/p"));
+    }
+}

@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Body;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -160,6 +160,8 @@ pub struct Dialer {
 
 struct DialerInner {
     connect_timeout: Duration,
+    /// Offer only `h2` in TLS ALPN (for HTTP/2 clients); otherwise `http/1.1`.
+    alpn_h2: bool,
     tls_opts: TlsOptions,
     tls: OnceLock<Result<TlsConnector, String>>,
 }
@@ -170,6 +172,20 @@ impl Dialer {
         Dialer {
             inner: Arc::new(DialerInner {
                 connect_timeout,
+                alpn_h2: false,
+                tls_opts,
+                tls: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Like [`Dialer::new`], but TLS offers HTTP/2 (`h2`) in ALPN instead of HTTP/1.1; pair it
+    /// with [`handshake_h2`].
+    pub fn new_h2(connect_timeout: Duration, tls_opts: TlsOptions) -> Dialer {
+        Dialer {
+            inner: Arc::new(DialerInner {
+                connect_timeout,
+                alpn_h2: true,
                 tls_opts,
                 tls: OnceLock::new(),
             }),
@@ -190,7 +206,8 @@ impl Dialer {
         self.inner
             .tls
             .get_or_init(|| {
-                build_tls(&self.inner.tls_opts).map(|c| TlsConnector::from(Arc::new(c)))
+                build_tls(&self.inner.tls_opts, self.inner.alpn_h2)
+                    .map(|c| TlsConnector::from(Arc::new(c)))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -316,7 +333,45 @@ where
     Ok(tx)
 }
 
-fn build_tls(opts: &TlsOptions) -> Result<rustls::ClientConfig, String> {
+/// An HTTP/1.1 connection for the caller to poll itself (see [`handshake_unspawned`]).
+pub type H1Connection<B> = http1::Connection<TokioIo<Stream>, B>;
+
+/// Like [`handshake`], but returns the connection future instead of spawning it, so a caller on
+/// a hot path (the load generator) can poll it in the same task as its requests and save a task
+/// switch per request. Requests only progress while the connection is polled.
+pub async fn handshake_unspawned<B>(
+    stream: Stream,
+) -> Result<(http1::SendRequest<B>, H1Connection<B>), hyper::Error>
+where
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+}
+
+/// Starts HTTP/2 on a dialed stream (h2 by ALPN over TLS, prior knowledge over plain TCP); the
+/// connection is driven by a spawned task and carries concurrent requests from clones of the
+/// returned sender.
+pub async fn handshake_h2<B>(stream: Stream) -> Result<http2::SendRequest<B>, hyper::Error>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(tx)
+}
+
+fn build_tls(opts: &TlsOptions, alpn_h2: bool) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -341,7 +396,11 @@ fn build_tls(opts: &TlsOptions) -> Result<rustls::ClientConfig, String> {
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if alpn_h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 
