@@ -99,13 +99,22 @@ complete -c lbx -n "__fish_lbx_using_subcommand check" -s V -l version -d 'Print
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s n -l requests -d 'Number of requests (accepts 10k, 1m); default 200 when no --duration is given' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s c -l connections -d 'Connections (concurrent requests)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s z -l duration -d 'Run for this long (with -n too, whichever ends first)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s q -l rate -d 'Open model: send this many requests per second in total on a fixed schedule, and report latency from the scheduled send time (coordinated-omission correction)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s m -l method -d 'HTTP method' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s H -l header -d 'Request header \'Name: value\' (repeatable)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s d -l body -d 'Request body' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s D -l body-file -d 'Request body read from a file' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s t -l timeout -d 'Per-request timeout' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l connect-timeout -d 'Time to connect' -r
-complete -c lbx -n "__fish_lbx_using_subcommand bench" -l threads -d 'Worker threads (default: available cores)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s p -l streams -d 'With --http2, concurrent streams per connection' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l cacert -d 'Also trust the CA certificates in this PEM file' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l threads -d 'Worker threads (default: available cores, at most one per connection)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l warmup -d 'Send load for this long first without counting it' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l group-by -d 'Response header whose values the spread is counted over' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l disable-keepalive -d 'A new connection for every request (sends Connection: close)'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l http2 -d 'Speak HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) over http://'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l insecure -d 'Accept any TLS certificate'
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -l fail-on-error -d 'Exit 1 when any request failed (a connection error, a timeout or a 5xx answer)'
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l json -d 'Print one JSON object instead of the text report'
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l no-progress -d 'No progress bar'
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s h -l help -d 'Print help'
