@@ -16,4 +16,7 @@ fn demo_runs_to_completion() {
     );
     assert!(stdout.contains("[3]"), "{stdout}");
     assert!(stdout.contains("back in rotation"), "{stdout}");
+    // Every step's load, the failure included, ends with no failed request.
+    assert_eq!(stdout.matches(" 0 failed)").count(), 3, "{stdout}");
+    assert!(stdout.contains("Spread over x-server-id"), "{stdout}");
 }
