@@ -237,6 +237,7 @@ pub async fn accept_loop<M, S, B>(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.idle_timeout.unwrap_or(opts.header_timeout))
         .max_header_size(MAX_HEAD)
+        .writev(false)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let slots = Rc::new(Slots::default());
