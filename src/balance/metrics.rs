@@ -102,10 +102,14 @@ impl Arrival {
 
     /// Stamps the response with the request id and wraps its body so the exchange is recorded
     /// when the body ends (or is dropped).
-    pub fn finish<B>(self, t: Arc<Telemetry>, resp: Response<B>) -> Response<Metered<B>> {
+    pub fn finish<B>(
+        self,
+        t: Arc<Telemetry>,
+        resp: Response<B>,
+        served: Option<Served>,
+    ) -> Response<Metered<B>> {
         let (mut parts, body) = resp.into_parts();
         parts.headers.insert(&X_REQUEST_ID, self.request_id.clone());
-        let served = parts.extensions.remove::<Served>();
         let status = parts.status.as_u16();
         Response::from_parts(
             parts,

@@ -217,15 +217,25 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let id = ensure_request_id(&mut parts.headers);
     let arrival = Arrival::new(&w.shared.telemetry, peer.addr, &parts, id);
-    let Ok(resp) = forward(w.clone(), peer, Request::from_parts(parts, body)).await;
-    Ok(arrival.finish(w.shared.telemetry.clone(), resp))
+    let mut served = None;
+    let Ok(resp) = forward(
+        w.clone(),
+        peer,
+        Request::from_parts(parts, body),
+        &mut served,
+    )
+    .await;
+    Ok(arrival.finish(w.shared.telemetry.clone(), resp, served))
 }
 
 /// Forwards one client request to a backend.
+/// `served` receives the backend that answered (a plain out-parameter: response extensions
+/// would allocate a type map per request).
 pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
     req: Request<Incoming>,
+    served: &mut Option<Served>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
     if let Err((status, why)) = super::validate::check(&parts) {
@@ -361,7 +371,7 @@ pub async fn forward(
                     }
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
-                    rparts.extensions.insert(Served {
+                    *served = Some(Served {
                         backend: backend.clone(),
                         attempts,
                     });
