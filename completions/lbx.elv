@@ -61,7 +61,7 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --eject-after 'Failed requests in a row (connect errors, timeouts, 5xx) that eject a backend for 30s, doubling with each ejection up to 5m; 0 turns passive health checking off'
             cand --slow-start 'Time over which a backend coming back ramps up to its full share; 0 is off'
             cand --retries 'Times a failed idempotent request is retried on another backend (within a budget of 20% of requests plus 10/s)'
-            cand --response-timeout 'Time a backend has to send its response head; beyond it the client gets 504'
+            cand --response-timeout 'Time a backend has to send its response head (beyond it the client gets 504), and the longest pause within its response body (beyond it the response is cut short)'
             cand --header-timeout 'Time a client has to send its first request head on a new connection (slowloris)'
             cand --idle-timeout 'Time a client keep-alive connection may sit idle before the next request head'
             cand --max-connections 'Client connections open at once; beyond it new ones wait in the accept queue'

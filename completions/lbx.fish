@@ -61,7 +61,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l hash-key -d 'What `-
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l eject-after -d 'Failed requests in a row (connect errors, timeouts, 5xx) that eject a backend for 30s, doubling with each ejection up to 5m; 0 turns passive health checking off' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l slow-start -d 'Time over which a backend coming back ramps up to its full share; 0 is off' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l retries -d 'Times a failed idempotent request is retried on another backend (within a budget of 20% of requests plus 10/s)' -r
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -l response-timeout -d 'Time a backend has to send its response head; beyond it the client gets 504' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l response-timeout -d 'Time a backend has to send its response head (beyond it the client gets 504), and the longest pause within its response body (beyond it the response is cut short)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l header-timeout -d 'Time a client has to send its first request head on a new connection (slowloris)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l idle-timeout -d 'Time a client keep-alive connection may sit idle before the next request head' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-connections -d 'Client connections open at once; beyond it new ones wait in the accept queue' -r

@@ -217,7 +217,8 @@ pub struct BalanceArgs {
     /// of requests plus 10/s).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
-    /// Time a backend has to send its response head; beyond it the client gets 504.
+    /// Time a backend has to send its response head (beyond it the client gets 504), and the
+    /// longest pause within its response body (beyond it the response is cut short).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub response_timeout: Duration,
     /// Time a client has to send its first request head on a new connection (slowloris).

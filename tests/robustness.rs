@@ -203,3 +203,178 @@ fn a_connection_storm_is_answered() {
     assert_eq!(ok, N, "every connection of the storm was answered");
     assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
 }
+
+/// Runs `lbx bench ARGS --json` in the background; the handle returns its parsed report.
+fn bench_in_background(args: Vec<String>) -> std::thread::JoinHandle<serde_json::Value> {
+    std::thread::spawn(move || {
+        let mut all = vec!["bench".to_string(), "--json".into(), "--no-progress".into()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = run_lbx(&refs, Duration::from_secs(60));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bench report: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    })
+}
+
+#[test]
+fn a_backend_killed_and_restarted_under_load_fails_no_request() {
+    let mut backends: Vec<Proc> = (1..=3).map(|i| serve(i, &[])).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(Proc::addr).collect();
+    let port = addrs[1].port().to_string();
+    let lb = balance(
+        &addrs,
+        &["--interval", "200ms", "--rise", "2", "--workers", "2"],
+    );
+    let load = bench_in_background(vec![
+        "--rate".into(),
+        "300".into(),
+        "-z".into(),
+        "5s".into(),
+        "-c".into(),
+        "16".into(),
+        format!("http://{}/", lb.addr()),
+    ]);
+    // Two crash-and-restart cycles of server 2 while the load runs.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(700));
+        backends[1].signal("KILL");
+        let _ = backends[1].wait_exit(Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(500));
+        backends[1] = Proc::start(&["serve", "--workers", "1", "--id", "2", "-p", &port], 1);
+    }
+    let report = load.join().expect("bench ran");
+    let s = &report["summary"];
+    assert!(s["requests"].as_u64().unwrap() > 500, "{s}");
+    assert_eq!(
+        s["failures"], 0,
+        "failed client requests: {}",
+        report["errors"]
+    );
+    // The restarted backend rejoins after --rise.
+    let back = wait_until(Duration::from_secs(10), || {
+        (0..6).any(|_| get(lb.addr(), "/").is_ok_and(|r| r.header("x-server-id") == Some("2")))
+    });
+    assert!(back, "server 2 did not rejoin");
+}
+
+#[test]
+fn sigterm_under_load_completes_every_accepted_request() {
+    let s = serve(1, &["--delay", "500ms"]);
+    let mut lb = balance(&[s.addr()], &["--workers", "2", "--grace", "10s"]);
+    let addr = lb.addr();
+    // Twenty requests in flight (each takes 500 ms at the backend) when SIGTERM arrives.
+    let clients: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || get(addr, "/")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    lb.signal("TERM");
+    for c in clients {
+        let r = c.join().unwrap().expect("an accepted request completes");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(get(addr, "/").is_err(), "no new connections after shutdown");
+}
+
+#[test]
+fn slowloris_connections_are_closed_and_others_served() {
+    const SLOW: usize = 1000;
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "2", "--header-timeout", "1s"]);
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut c = TcpStream::connect(lb.addr()).expect("connect");
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            c
+        })
+        .collect();
+    // Trickle a header line on every slow connection while normal clients are served.
+    for round in 0..6 {
+        for c in &mut slow {
+            let _ = c.write_all(format!("X-Slow-{round}: 1\r\n").as_bytes());
+        }
+        assert_eq!(
+            get(lb.addr(), "/").unwrap().status,
+            200,
+            "a normal client is served"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Past the header timeout every slow connection has been closed by the balancer.
+    let mut closed = 0;
+    for mut c in slow {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 512];
+        match c.read(&mut buf) {
+            Ok(0) => closed += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("a slow connection is still open after the header timeout")
+            }
+            Err(_) => closed += 1, // reset by the balancer
+            Ok(n) => {
+                let status = raw_status(&buf[..n]);
+                assert!(matches!(status, Some(408 | 400)), "{status:?}");
+                closed += 1;
+            }
+        }
+    }
+    assert_eq!(closed, SLOW);
+}
+
+#[test]
+fn a_backend_hanging_after_the_head_gives_a_detectably_short_answer() {
+    // Head and 10 of 100 promised bytes, then silence with the connection held open.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if c.read(&mut b).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(b[0]);
+            }
+            if head.starts_with(b"GET /healthcheck") {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            } else {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                held.push(c);
+            }
+        }
+    });
+    let lb = balance(
+        &[addr],
+        &[
+            "--workers",
+            "1",
+            "--interval",
+            "1h",
+            "--response-timeout",
+            "1s",
+        ],
+    );
+    match get(lb.addr(), "/") {
+        Ok(r) => assert_ne!(r.status, 200, "a stalled body passed as complete: {r:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}"),
+    }
+    assert_eq!(
+        get(lb.addr(), "/healthcheck").unwrap().status,
+        200,
+        "still responsive"
+    );
+}

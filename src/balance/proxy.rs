@@ -375,8 +375,14 @@ pub async fn forward(
                         backend: backend.clone(),
                         attempts,
                     });
-                    let body =
-                        UpstreamBody::new(rbody, w.conns.clone(), backend.id, conn, in_flight);
+                    let body = UpstreamBody::new(
+                        rbody,
+                        w.conns.clone(),
+                        backend.id,
+                        conn,
+                        in_flight,
+                        policy.response_timeout,
+                    );
                     return Ok(Response::from_parts(rparts, Either::Left(body)));
                 }
                 Ok(Err(mut e)) => {

@@ -3,11 +3,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
@@ -112,12 +114,30 @@ impl Drop for InFlight {
 }
 
 /// A backend's response body streamed to the client. When it ends cleanly the connection goes
-/// back to the worker's pool; if the client goes away first, the connection is dropped.
+/// back to the worker's pool; if the client goes away first, the connection is dropped. A
+/// backend that stops sending mid-body for longer than the read timeout ends the body with an
+/// error, so the client sees a truncated response instead of waiting forever.
 pub struct UpstreamBody {
     inner: Incoming,
     release: Option<(Rc<ConnPool>, u64, Conn)>,
     _in_flight: InFlight,
+    read_timeout: Duration,
+    /// Made on the first stall and re-armed on later ones: a body that flows costs no timer.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: bool,
 }
+
+/// The backend paused mid-body for longer than the read timeout.
+#[derive(Debug)]
+pub struct BodyStalled(Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the backend sent nothing for {:?} mid-body", self.0)
+    }
+}
+
+impl std::error::Error for BodyStalled {}
 
 impl UpstreamBody {
     /// Wraps `inner`, returning `conn` to `pool` when it has been read to the end.
@@ -127,11 +147,15 @@ impl UpstreamBody {
         backend_id: u64,
         conn: Conn,
         in_flight: InFlight,
+        read_timeout: Duration,
     ) -> Self {
         UpstreamBody {
             inner,
             release: Some((pool, backend_id, conn)),
             _in_flight: in_flight,
+            read_timeout,
+            stall: None,
+            stalled: false,
         }
     }
 
@@ -144,20 +168,42 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let res = Pin::new(&mut this.inner).poll_frame(cx);
-        match &res {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Err(_))) => this.release = None,
-            _ => {}
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.give_back();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.release = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stalled = false;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                let limit = this.read_timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if !this.stalled {
+                    this.stalled = true;
+                    stall.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+                if stall.as_mut().poll(cx).is_ready() {
+                    this.release = None; // the connection is in an unknown state: close it
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(limit)))));
+                }
+                Poll::Pending
+            }
         }
-        res
     }
 
     fn is_end_stream(&self) -> bool {
