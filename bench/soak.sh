@@ -8,12 +8,16 @@ LBX=${1:-target/release/lbx}; TOTAL=${TOTAL:-1000000}; ROUND=${ROUND:-100000}; C
 [ -x "$LBX" ] || { echo "no lbx binary at $LBX: cargo build --release" >&2; exit 2; }
 W=$(mktemp -d); PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null; rm -rf "$W"' EXIT
-"$LBX" serve -p 0-2 --workers 1 >"$W/serve.out" 2>&1 & PIDS+=($!)
-for _ in $(seq 50); do [ "$(grep -c listening "$W/serve.out")" -ge 3 ] && break; sleep 0.1; done
-BACKENDS=$(awk '/listening on/ {print $3}' "$W/serve.out" | paste -sd,)
+for id in 1 2 3; do
+  "$LBX" serve -p 0 --id $id --workers 1 >"$W/serve$id.out" 2>&1 & PIDS+=($!)
+done
+for _ in $(seq 50); do [ "$(cat "$W"/serve*.out | grep -c listening)" -ge 3 ] && break; sleep 0.1; done
+BACKENDS=$(cat "$W"/serve*.out | awk '/listening on/ {print $3}' | paste -sd,)
+[ -n "$BACKENDS" ] || { echo "backends did not start" >&2; cat "$W"/serve*.out >&2; exit 1; }
 "$LBX" balance --host 127.0.0.1 -p 0 -b "$BACKENDS" --workers 1 >"$W/lb.out" 2>&1 & LB=$!; PIDS+=($LB)
 for _ in $(seq 50); do grep -q listening "$W/lb.out" && break; sleep 0.1; done
 ADDR=$(awk '/^listening on/ {print $3; exit}' "$W/lb.out")
+[ -n "$ADDR" ] || { echo "balancer did not start" >&2; cat "$W/lb.out" >&2; exit 1; }
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$LB/status"; }
 fds() { ls "/proc/$LB/fd" | wc -l; }
 echo "soak: $TOTAL requests through lbx balance at $ADDR over $BACKENDS, $C connections, rounds of $ROUND"
