@@ -76,7 +76,7 @@ fn size(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a request rate: `100/s`, `6000/m` or a bare `100` (per second).
-fn per_second(s: &str) -> Result<f64, String> {
+pub(crate) fn per_second(s: &str) -> Result<f64, String> {
     let (num, per) = match s.trim().split_once('/') {
         Some((n, "s")) => (n, 1.0),
         Some((n, "m")) => (n, 60.0),

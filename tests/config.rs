@@ -92,6 +92,11 @@ fn errors_name_the_line_and_exit_2() {
         ("port = \"eighty\"\n", "line 1"),
         ("[access_log]\nformat = \"xml\"\n", "line 2"),
         ("[health\n", "line 1"),
+        (
+            "[traffic]\nretries = 2\nalgorithm = \"fastest\"\n",
+            "line 3",
+        ),
+        ("[traffic]\nmax_body = \"huge\"\n", "line 2"),
     ] {
         let f = File::new(text);
         let out = run_lbx(&["balance", "--config", f.path()], Duration::from_secs(20));
@@ -261,4 +266,42 @@ fn reload_applies_health_check_settings() {
         .unwrap()
         .status
         == 200));
+}
+
+#[test]
+fn the_file_sets_traffic_policy() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let f = File::new(&format!(
+        "backends = [{{ address = \"{}\", weight = 3 }}, \"{}\"]\n\
+         [traffic]\nalgorithm = \"weighted\"\nmax_body = \"1k\"\n",
+        a.addr(),
+        b.addr()
+    ));
+    let lb = Proc::start(
+        &[
+            "balance",
+            "--config",
+            f.path(),
+            "-p",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+        ],
+        1,
+    );
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..40 {
+        let r = get(lb.addr(), "/").unwrap();
+        *counts.entry(server_id(&r)).or_insert(0) += 1;
+    }
+    assert_eq!(
+        (counts["1"], counts["2"]),
+        (30, 10),
+        "weights from the file: {counts:?}"
+    );
+    let r = request(lb.addr(), "POST", "/echo", &[], &[b'x'; 2048]).unwrap();
+    assert_eq!(r.status, 413, "max_body from the file");
 }

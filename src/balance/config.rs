@@ -20,7 +20,9 @@ use super::access_log::LogFormat;
 use super::registry::{check_weight, Registry};
 use crate::cli::{BalanceArgs, Cli};
 use crate::core::addr::{parse_listen_host, Target};
-use crate::core::units::parse_duration;
+use crate::core::select::hash::HashKey;
+use crate::core::select::Algorithm;
+use crate::core::units::{parse_duration, parse_size};
 
 /// A string value checked by a parser; its error becomes a serde error, which toml places at
 /// the value's line and column.
@@ -42,6 +44,23 @@ macro_rules! parsed {
 parsed!(
     /// A duration such as `500ms` or `2s`.
     Dur, Duration, parse_duration
+);
+parsed!(
+    /// A selection algorithm, as `--algorithm` takes it.
+    Algo, Algorithm, |s: &str| <Algorithm as clap::ValueEnum>::from_str(s, true)
+        .map_err(|_| format!("'{s}' is not an algorithm (round-robin, weighted, least-conn, p2c, hash, random)"))
+);
+parsed!(
+    /// A hash key, as `--hash-key` takes it.
+    Key, HashKey, HashKey::parse
+);
+parsed!(
+    /// A byte size such as `64k` or `10m`.
+    Size, u64, parse_size
+);
+parsed!(
+    /// A request rate such as `100/s`.
+    Rate, f64, crate::cli::per_second
 );
 parsed!(
     /// A backend address, as `-b` takes it.
@@ -126,6 +145,34 @@ pub struct HealthSection {
     pub fall: Option<u32>,
 }
 
+/// `[traffic]`: selection, passive health, retries, timeouts and limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSection {
+    /// `--algorithm`.
+    pub algorithm: Option<Algo>,
+    /// `--hash-key`.
+    pub hash_key: Option<Key>,
+    /// `--eject-after`.
+    pub eject_after: Option<u32>,
+    /// `--slow-start`.
+    pub slow_start: Option<Dur>,
+    /// `--retries`.
+    pub retries: Option<u32>,
+    /// `--response-timeout`.
+    pub response_timeout: Option<Dur>,
+    /// `--header-timeout`.
+    pub header_timeout: Option<Dur>,
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<Dur>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--max-body`.
+    pub max_body: Option<Size>,
+    /// `--rate-limit`.
+    pub rate_limit: Option<Rate>,
+}
+
 /// `[admin]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +212,9 @@ pub struct FileConfig {
     /// Health checks.
     #[serde(default)]
     pub health: HealthSection,
+    /// Selection, passive health, retries, timeouts and limits.
+    #[serde(default)]
+    pub traffic: TrafficSection,
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSection,
@@ -178,6 +228,9 @@ pub struct FileConfig {
 /// Parses config text; the error names `name`, the line and the column.
 pub fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
     let cfg: FileConfig = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+    if cfg.traffic.max_connections == Some(0) {
+        return Err(format!("{name}: traffic.max_connections must be above 0"));
+    }
     if cfg.workers == Some(0) {
         return Err(format!("{name}: workers must be above 0"));
     }
@@ -253,6 +306,30 @@ pub fn merge(
     take!("timeout", a.timeout, h.timeout.map(|d| d.0));
     take!("rise", a.rise, h.rise);
     take!("fall", a.fall, h.fall);
+    let t = f.traffic;
+    take!("algorithm", a.algorithm, t.algorithm.map(|v| v.0));
+    take!("hash_key", a.hash_key, t.hash_key.map(|v| v.0));
+    take!("eject_after", a.eject_after, t.eject_after);
+    take!("slow_start", a.slow_start, t.slow_start.map(|d| d.0));
+    take!("retries", a.retries, t.retries);
+    take!(
+        "response_timeout",
+        a.response_timeout,
+        t.response_timeout.map(|d| d.0)
+    );
+    take!(
+        "header_timeout",
+        a.header_timeout,
+        t.header_timeout.map(|d| d.0)
+    );
+    take!("idle_timeout", a.idle_timeout, t.idle_timeout.map(|d| d.0));
+    take!(
+        "max_connections",
+        a.max_connections,
+        t.max_connections.map(Some)
+    );
+    take!("max_body", a.max_body, t.max_body.map(|v| Some(v.0)));
+    take!("rate_limit", a.rate_limit, t.rate_limit.map(|v| Some(v.0)));
     take!("admin", a.admin, f.admin.listen.map(|l| Some(l.0)));
     take!("admin_token", a.admin_token, f.admin.token.map(Some));
     take!("access_log", a.access_log, f.access_log.path.map(Some));
