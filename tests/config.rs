@@ -305,3 +305,51 @@ fn the_file_sets_traffic_policy() {
     let r = request(lb.addr(), "POST", "/echo", &[], &[b'x'; 2048]).unwrap();
     assert_eq!(r.status, 413, "max_body from the file");
 }
+
+#[test]
+fn reload_applies_traffic_policy_to_new_requests() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let with = |traffic: &str| {
+        format!(
+            "backends = [{{ address = \"{}\", weight = 3 }}, \"{}\"]\n[traffic]\n{traffic}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
+            a.addr(),
+            b.addr()
+        )
+    };
+    let f = File::new(&with("algorithm = \"round-robin\""));
+    let (lb, admin) = balance_from(&f.0);
+    let spread = |n| {
+        let mut c = std::collections::HashMap::new();
+        for _ in 0..n {
+            *c.entry(server_id(&get(lb.addr(), "/").unwrap()))
+                .or_insert(0) += 1;
+        }
+        c
+    };
+    let before = spread(40);
+    assert_eq!(
+        (before["1"], before["2"]),
+        (20, 20),
+        "round robin ignores weights"
+    );
+    assert_eq!(
+        request(lb.addr(), "POST", "/echo", &[], &[b'x'; 2048])
+            .unwrap()
+            .status,
+        200
+    );
+    f.write(&with("algorithm = \"weighted\"\nmax_body = \"1k\""));
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("traffic.algorithm"), "{}", r.text());
+    let after = spread(40);
+    assert_eq!(
+        (after["1"], after["2"]),
+        (30, 10),
+        "weighted after the reload: {after:?}"
+    );
+    let r = request(lb.addr(), "POST", "/echo", &[], &[b'x'; 2048]).unwrap();
+    assert_eq!(r.status, 413, "max_body after the reload");
+}

@@ -387,9 +387,10 @@ pub struct Reloader {
 
 impl Reloader {
     /// Re-reads the file and applies its backends through the registry; returns a summary and
-    /// the settings now in force (the caller applies the health checks). On any error nothing
-    /// changes and the reason is logged and returned. Settings other than the backends and the
-    /// health checks apply at the next restart; the summary names those that changed.
+    /// the settings now in force (the caller applies the health checks and the traffic policy).
+    /// On any error nothing changes and the reason is logged and returned. Listener, worker,
+    /// admin and log settings, and the per-connection and per-worker limits, apply at the next
+    /// restart; the summary names those that changed.
     pub fn reload(&self, registry: &Registry) -> Result<(String, BalanceArgs), String> {
         let merged = read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit));
         let merged = match merged {
@@ -415,10 +416,15 @@ impl Reloader {
                 summary.push_str(&format!("; {what} {}", list.join(", ")));
             }
         }
-        let (health, restart): (Vec<&str>, Vec<&str>) =
+        let (health, rest): (Vec<&str>, Vec<&str>) =
             changed.into_iter().partition(|n| n.starts_with("health."));
+        let (traffic, restart): (Vec<&str>, Vec<&str>) =
+            rest.into_iter().partition(|n| n.starts_with("traffic."));
         if !health.is_empty() {
             summary.push_str(&format!("; health checks now use {}", health.join(", ")));
+        }
+        if !traffic.is_empty() {
+            summary.push_str(&format!("; new requests now use {}", traffic.join(", ")));
         }
         if !restart.is_empty() {
             summary.push_str(&format!(
@@ -435,7 +441,7 @@ type Show = fn(&BalanceArgs) -> String;
 
 /// The settings a reload reports when they change, each with how to compare it. The health
 /// ones are applied; the rest wait for a restart.
-const REPORTED_SETTINGS: [(&str, Show); 14] = [
+const REPORTED_SETTINGS: [(&str, Show); 25] = [
     ("host", |a| a.host.to_string()),
     ("port", |a| a.port.to_string()),
     ("workers", |a| format!("{:?}", a.workers)),
@@ -446,6 +452,20 @@ const REPORTED_SETTINGS: [(&str, Show); 14] = [
     ("health.timeout", |a| format!("{:?}", a.timeout)),
     ("health.rise", |a| a.rise.to_string()),
     ("health.fall", |a| a.fall.to_string()),
+    ("traffic.algorithm", |a| format!("{:?}", a.algorithm)),
+    ("traffic.hash_key", |a| format!("{:?}", a.hash_key)),
+    ("traffic.eject_after", |a| a.eject_after.to_string()),
+    ("traffic.slow_start", |a| format!("{:?}", a.slow_start)),
+    ("traffic.retries", |a| a.retries.to_string()),
+    ("traffic.response_timeout", |a| {
+        format!("{:?}", a.response_timeout)
+    }),
+    ("traffic.max_body", |a| format!("{:?}", a.max_body)),
+    // Fixed per accept loop or per worker: these wait for a restart.
+    ("header_timeout", |a| format!("{:?}", a.header_timeout)),
+    ("idle_timeout", |a| format!("{:?}", a.idle_timeout)),
+    ("max_connections", |a| format!("{:?}", a.max_connections)),
+    ("rate_limit", |a| format!("{:?}", a.rate_limit)),
     ("admin.listen", |a| format!("{:?}", a.admin)),
     ("admin.token", |a| format!("{:?}", a.admin_token)),
     ("log_level", |a| format!("{:?}", a.log_level)),

@@ -42,8 +42,11 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     /// How backends are dialed.
     pub dialer: Dialer,
-    /// Retries, timeouts, limits.
-    pub policy: Policy,
+    /// Retries, timeouts, limits; swapped whole by a reload (workers keep copies, see
+    /// `proxy::Worker::policy`).
+    pub policy: arc_swap::ArcSwap<Policy>,
+    /// Bumped after each swap of `policy`, so workers know to refresh their copies.
+    pub policy_generation: AtomicU64,
     /// Counters the policy keeps.
     pub stats: Arc<Stats>,
     /// Counters and the access log the request path records into.
@@ -223,7 +226,8 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         dialer: dialer.clone(),
-        policy: policy.clone(),
+        policy: arc_swap::ArcSwap::from_pointee(policy.clone()),
+        policy_generation: AtomicU64::new(0),
         stats: stats.clone(),
         telemetry: telemetry.clone(),
     });
@@ -235,6 +239,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         // Each worker takes its share of the limit (rounded up), so no count crosses threads.
         max_connections: policy.max_connections.map(|m| m.div_ceil(worker_count)),
     };
+    let reload_shared = shared.clone();
     let workers = Workers::spawn("balance", listeners, move |_, listener, shutdown| {
         let worker = Rc::new(proxy::Worker {
             shared: shared.clone(),
@@ -246,8 +251,10 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             )),
             limiter: shared
                 .policy
+                .load()
                 .rate_limit
                 .map(|r| RefCell::new(RateLimiter::new(r))),
+            policy: RefCell::new((0, Rc::new(Policy::clone(&shared.policy.load())))),
         });
         accept_loop(listener, opts.clone(), shutdown, move |addr| {
             let (worker, peer) = (worker.clone(), Rc::new(proxy::Peer::new(addr)));
@@ -266,7 +273,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             let reg = registry.clone();
             Arc::new(move || {
                 let (summary, args) = r.reload(&reg)?;
-                let hc = BalanceConfig::from_args(&args).health;
+                let next = BalanceConfig::from_args(&args);
+                apply_policy(&reload_shared, next.policy);
+                let hc = next.health;
                 health_tx.send_if_modified(|cur| {
                     let changed = format!("{cur:?}") != format!("{hc:?}");
                     if changed {
@@ -332,6 +341,20 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         registry,
         control,
     })
+}
+
+/// Puts a reloaded policy in force for new requests: the pool's algorithm and slow start, then
+/// the settings each request reads (workers pick up the new copy at their next request).
+/// Weights travel with the backends, through the registry.
+fn apply_policy(shared: &Shared, next: Policy) {
+    let cur = shared.policy.load();
+    if cur.algorithm != next.algorithm || cur.slow_start != next.slow_start {
+        shared.pool.set_policy(next.algorithm, next.slow_start);
+    }
+    shared.policy.store(Arc::new(next));
+    shared
+        .policy_generation
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
 }
 
 /// Runs `lbx balance` until SIGINT/SIGTERM, then drains and exits 0.

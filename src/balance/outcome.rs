@@ -19,7 +19,8 @@ use crate::core::clock;
 /// Feeds a failed request (timeout, reset, 5xx) to passive health; logs and counts an ejection
 /// once, from the request that caused it.
 pub(super) fn failed(shared: &Shared, b: &Backend) {
-    let outlier = &shared.policy.outlier;
+    let policy = shared.policy.load();
+    let outlier = &policy.outlier;
     if outlier.eject_after == 0 {
         return;
     }
@@ -83,7 +84,7 @@ pub(super) fn over_limits(
             return Some(r);
         }
     }
-    let max = w.shared.policy.max_body?;
+    let max = w.policy().max_body?;
     (content_length(&parts.headers)? > max).then(too_large)
 }
 

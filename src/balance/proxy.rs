@@ -22,7 +22,7 @@ use super::metrics::{Arrival, Metered, Served};
 use super::outcome::{
     body_too_large, content_length, failed, failure_response, over_limits, too_large, Failure,
 };
-use super::policy::RetryBudget;
+use super::policy::{Policy, RetryBudget};
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
 use crate::core::backend::Backend;
@@ -45,6 +45,27 @@ pub struct Worker {
     pub budget: RefCell<RetryBudget>,
     /// This worker's per-client token buckets, when `--rate-limit` is set.
     pub limiter: Option<RefCell<RateLimiter>>,
+    /// This worker's copy of the policy and the generation it was taken at.
+    pub policy: RefCell<(u64, Rc<super::policy::Policy>)>,
+}
+
+impl Worker {
+    /// The policy in force: this worker's copy, refreshed after a reload swapped in a new one
+    /// (one relaxed load of a rarely written counter per call; no shared reference count).
+    pub fn policy(&self) -> Rc<super::policy::Policy> {
+        let generation = self
+            .shared
+            .policy_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut cached = self.policy.borrow_mut();
+        if cached.0 != generation {
+            *cached = (
+                generation,
+                Rc::new(Policy::clone(&self.shared.policy.load())),
+            );
+        }
+        cached.1.clone()
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -246,7 +267,7 @@ pub async fn forward(
         return Ok(r);
     }
     let shared = &w.shared;
-    let policy = &shared.policy;
+    let policy = w.policy();
     if let Some(refused) = over_limits(&w, peer.addr, &parts) {
         return Ok(refused);
     }

@@ -2,6 +2,7 @@
 //! per-set state) swapped atomically, atomics only per pick, no lock.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub type BackendSet = Vec<Arc<Backend>>;
 pub struct Snapshot {
     backends: BackendSet,
     select: Box<dyn Select>,
+    algorithm: Algorithm,
 }
 
 impl Deref for Snapshot {
@@ -31,8 +33,7 @@ impl Deref for Snapshot {
 /// The live backend set and how requests are spread over it.
 pub struct Pool {
     set: ArcSwap<Snapshot>,
-    algorithm: Algorithm,
-    slow_start_ms: u64,
+    slow_start_ms: AtomicU64,
 }
 
 impl Pool {
@@ -60,9 +61,9 @@ impl Pool {
             set: ArcSwap::from_pointee(Snapshot {
                 select: select::build(algorithm, &set),
                 backends: set,
+                algorithm,
             }),
-            algorithm,
-            slow_start_ms: slow_start.as_millis() as u64,
+            slow_start_ms: AtomicU64::new(slow_start.as_millis() as u64),
         }
     }
 
@@ -75,14 +76,28 @@ impl Pool {
     /// already routed keep their backend.
     pub fn replace(&self, set: BackendSet) {
         self.set.store(Arc::new(Snapshot {
-            select: select::build(self.algorithm, &set),
+            select: select::build(self.algorithm(), &set),
+            algorithm: self.algorithm(),
             backends: set,
+        }));
+    }
+
+    /// Switches the algorithm and the slow-start time (a reload): the current set's selection
+    /// state is rebuilt for the new algorithm and swapped in.
+    pub fn set_policy(&self, algorithm: Algorithm, slow_start: Duration) {
+        self.slow_start_ms
+            .store(slow_start.as_millis() as u64, Relaxed);
+        let set = self.snapshot().backends.clone();
+        self.set.store(Arc::new(Snapshot {
+            select: select::build(algorithm, &set),
+            backends: set,
+            algorithm,
         }));
     }
 
     /// The selection algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.set.load().algorithm
     }
 
     /// Number of backends that may take traffic now.
@@ -102,7 +117,7 @@ impl Pool {
         let set = self.set.load_full();
         let mut pick = Pick { key, rng };
         let mut start = set.select.first(&set, &mut pick).unwrap_or(0);
-        if self.slow_start_ms != 0 {
+        if self.slow_start_ms.load(Relaxed) != 0 {
             start = self.warm_up(&set, start, pick.rng);
         }
         Candidates {
@@ -118,7 +133,7 @@ impl Pool {
         let Some(b) = set.get(start).filter(|b| b.has_come_back()) else {
             return start;
         };
-        let warmth = b.warmth(clock::now_ms(), self.slow_start_ms);
+        let warmth = b.warmth(clock::now_ms(), self.slow_start_ms.load(Relaxed));
         if warmth >= 1.0 || rng.f64() < warmth {
             return start;
         }
