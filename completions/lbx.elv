@@ -67,6 +67,7 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --max-connections 'Client connections open at once; beyond it new ones wait in the accept queue'
             cand --max-body 'Largest request body, e.g. 64k or 10m; beyond it the client gets 413'
             cand --rate-limit 'Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond it the client gets 429 with Retry-After'
+            cand --trusted-proxies 'Proxies whose X-Forwarded-For is believed for --hash-key ip and --rate-limit, as addresses or blocks (10.0.0.0/8,192.0.2.7); by default the socket peer is the client'
             cand --config 'Read settings from this TOML file (flags given on the command line override it); SIGHUP or POST /reload re-reads it'
             cand --admin 'Serve the admin API (backends, metrics, healthz, reload) on this address; :9900 means 127.0.0.1:9900'
             cand --admin-token 'Bearer token the admin API requires'

@@ -67,6 +67,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l idle-timeout -d 'Tim
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-connections -d 'Client connections open at once; beyond it new ones wait in the accept queue' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l max-body -d 'Largest request body, e.g. 64k or 10m; beyond it the client gets 413' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l rate-limit -d 'Requests per second per client IP (token bucket, per worker thread), e.g. 100/s; beyond it the client gets 429 with Retry-After' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l trusted-proxies -d 'Proxies whose X-Forwarded-For is believed for --hash-key ip and --rate-limit, as addresses or blocks (10.0.0.0/8,192.0.2.7); by default the socket peer is the client' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l config -d 'Read settings from this TOML file (flags given on the command line override it); SIGHUP or POST /reload re-reads it' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin -d 'Serve the admin API (backends, metrics, healthz, reload) on this address; :9900 means 127.0.0.1:9900' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l admin-token -d 'Bearer token the admin API requires' -r

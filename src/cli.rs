@@ -71,6 +71,10 @@ fn hash_key(s: &str) -> Result<HashKey, String> {
     HashKey::parse(s)
 }
 
+fn cidr(s: &str) -> Result<crate::balance::trust::Cidr, String> {
+    crate::balance::trust::Cidr::parse(s)
+}
+
 fn size(s: &str) -> Result<u64, String> {
     parse_size(s)
 }
@@ -237,6 +241,10 @@ pub struct BalanceArgs {
     /// it the client gets 429 with Retry-After.
     #[arg(long, value_name = "N/s", value_parser = per_second)]
     pub rate_limit: Option<f64>,
+    /// Proxies whose X-Forwarded-For is believed for --hash-key ip and --rate-limit, as
+    /// addresses or blocks (10.0.0.0/8,192.0.2.7); by default the socket peer is the client.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = cidr)]
+    pub trusted_proxies: Vec<crate::balance::trust::Cidr>,
     // Operations (admin API, config file, access log): kept together at the end.
     /// Read settings from this TOML file (flags given on the command line override it); SIGHUP
     /// or POST /reload re-reads it.

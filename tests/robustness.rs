@@ -378,3 +378,26 @@ fn a_backend_hanging_after_the_head_gives_a_detectably_short_answer() {
         "still responsive"
     );
 }
+
+#[test]
+fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let backends_seen = |extra: &[&str]| {
+        let mut args = vec!["--workers", "1", "--algorithm", "hash", "--hash-key", "ip"];
+        args.extend_from_slice(extra);
+        let lb = balance(&[a.addr(), b.addr()], &args);
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..40 {
+            let xff = format!("198.51.100.{i}");
+            let r = request(lb.addr(), "GET", "/", &[("X-Forwarded-For", &xff)], b"").unwrap();
+            assert_eq!(r.status, 200);
+            ids.insert(r.header("x-server-id").unwrap().to_string());
+        }
+        ids.len()
+    };
+    // Spoofed addresses from an untrusted client: every request hashes on the socket's peer.
+    assert_eq!(backends_seen(&[]), 1);
+    // From a trusted proxy, the forwarded addresses are the clients: they spread.
+    assert_eq!(backends_seen(&["--trusted-proxies", "127.0.0.0/8"]), 2);
+}

@@ -59,6 +59,10 @@ parsed!(
     Size, u64, parse_size
 );
 parsed!(
+    /// An address block such as `10.0.0.0/8`.
+    Block, crate::balance::trust::Cidr, crate::balance::trust::Cidr::parse
+);
+parsed!(
     /// A request rate such as `100/s`.
     Rate, f64, crate::cli::per_second
 );
@@ -171,6 +175,8 @@ pub struct TrafficSection {
     pub max_body: Option<Size>,
     /// `--rate-limit`.
     pub rate_limit: Option<Rate>,
+    /// `--trusted-proxies`.
+    pub trusted_proxies: Option<Vec<Block>>,
 }
 
 /// `[admin]`.
@@ -330,6 +336,12 @@ pub fn merge(
     );
     take!("max_body", a.max_body, t.max_body.map(|v| Some(v.0)));
     take!("rate_limit", a.rate_limit, t.rate_limit.map(|v| Some(v.0)));
+    take!(
+        "trusted_proxies",
+        a.trusted_proxies,
+        t.trusted_proxies
+            .map(|l| l.into_iter().map(|b| b.0).collect())
+    );
     take!("admin", a.admin, f.admin.listen.map(|l| Some(l.0)));
     take!("admin_token", a.admin_token, f.admin.token.map(Some));
     take!("access_log", a.access_log, f.access_log.path.map(Some));
@@ -441,7 +453,7 @@ type Show = fn(&BalanceArgs) -> String;
 
 /// The settings a reload reports when they change, each with how to compare it. The health
 /// ones are applied; the rest wait for a restart.
-const REPORTED_SETTINGS: [(&str, Show); 25] = [
+const REPORTED_SETTINGS: [(&str, Show); 26] = [
     ("host", |a| a.host.to_string()),
     ("port", |a| a.port.to_string()),
     ("workers", |a| format!("{:?}", a.workers)),
@@ -461,6 +473,9 @@ const REPORTED_SETTINGS: [(&str, Show); 25] = [
         format!("{:?}", a.response_timeout)
     }),
     ("traffic.max_body", |a| format!("{:?}", a.max_body)),
+    ("traffic.trusted_proxies", |a| {
+        format!("{:?}", a.trusted_proxies)
+    }),
     // Fixed per accept loop or per worker: these wait for a restart.
     ("header_timeout", |a| format!("{:?}", a.header_timeout)),
     ("idle_timeout", |a| format!("{:?}", a.idle_timeout)),

@@ -10,6 +10,7 @@ mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
+pub mod trust;
 pub mod upstream;
 pub mod validate;
 
@@ -174,6 +175,7 @@ impl BalanceConfig {
                 max_connections: a.max_connections,
                 max_body: a.max_body,
                 rate_limit: a.rate_limit,
+                trusted: trust::TrustedProxies(a.trusted_proxies.clone()),
             },
             ops: OpsConfig::from_args(a),
         }

@@ -34,6 +34,8 @@ pub struct Policy {
     pub max_body: Option<u64>,
     /// Requests per second per client IP, per worker.
     pub rate_limit: Option<f64>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted: super::trust::TrustedProxies,
 }
 
 impl Default for Policy {
@@ -51,6 +53,7 @@ impl Default for Policy {
             max_connections: None,
             max_body: None,
             rate_limit: None,
+            trusted: Default::default(),
         }
     }
 }

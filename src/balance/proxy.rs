@@ -268,11 +268,16 @@ pub async fn forward(
     }
     let shared = &w.shared;
     let policy = w.policy();
-    if let Some(refused) = over_limits(&w, peer.addr, &parts) {
+    // The socket's peer, or the client a trusted proxy names in X-Forwarded-For.
+    let client = SocketAddr::new(
+        policy.trusted.client_ip(peer.addr.ip(), &parts.headers),
+        peer.addr.port(),
+    );
+    if let Some(refused) = over_limits(&w, client, &parts) {
         return Ok(refused);
     }
     let key = match policy.algorithm {
-        Algorithm::Hash => policy.hash_key.of(&parts.headers, peer.addr),
+        Algorithm::Hash => policy.hash_key.of(&parts.headers, client),
         _ => None,
     };
     // HTTP/1.0 may omit Host; a backend spoken to in HTTP/1.1 needs one.
