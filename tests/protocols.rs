@@ -1,0 +1,395 @@
+//! HTTP/2, TLS termination and WebSocket tunnels through the real balancer, checked with Rust
+//! clients (hyper, tokio-rustls, tokio-tungstenite) on loopback.
+
+mod common;
+use common::*;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a fresh current-thread runtime, bounded by `LIMIT`.
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(LIMIT, f)
+                .await
+                .expect("within the limit")
+        })
+}
+
+/// Reads a response body as JSON (serve's `/echo`).
+async fn json(resp: hyper::Response<hyper::body::Incoming>) -> Value {
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+}
+
+/// `GET uri` over HTTP/2 on an open stream.
+async fn h2_get<S>(io: S, uri: &str) -> (hyper::Response<hyper::body::Incoming>, Version)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(uri).body(Empty::new()).unwrap();
+    let resp = tx.send_request(req).await.expect("h2 response");
+    let v = resp.version();
+    (resp, v)
+}
+
+/// `GET path` over HTTP/1.1 on an open stream.
+async fn h1_get<S>(io: S, host: &str, path: &str) -> hyper::Response<hyper::body::Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    tx.send_request(req).await.expect("h1 response")
+}
+
+#[test]
+fn h2c_prior_knowledge_reaches_an_http11_backend() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    let v = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (resp, version) = h2_get(tcp, &format!("http://{addr}/echo?x=1")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(version, Version::HTTP_2);
+        json(resp).await
+    });
+    assert_eq!(v["path"], "/echo?x=1");
+    assert_eq!(
+        v["headers"]["host"],
+        addr.to_string(),
+        "Host from :authority"
+    );
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+    // HTTP/1.1 still works on the same port.
+    assert_eq!(get(addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn lbx_serve_speaks_h2c_too() {
+    let s = serve(1, &[]);
+    let addr = s.addr();
+    let status = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        h2_get(tcp, &format!("http://{addr}/")).await.0.status()
+    });
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_upgrade_to_h2c_is_forwarded_as_a_plain_request() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let r = request(
+        lb.addr(),
+        "GET",
+        "/echo",
+        &[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            v["headers"].get(h).is_none(),
+            "{h} reached the backend: {v}"
+        );
+    }
+}
+
+#[test]
+fn upgrades_other_than_websocket_are_refused_unless_allowed() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let ask = [("Connection", "Upgrade"), ("Upgrade", "foo/2")];
+    let r = request(lb.addr(), "GET", "/echo", &ask, b"").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("'foo/2'"), "{}", r.text());
+    assert!(r.text().contains("--allow-upgrade"), "{}", r.text());
+
+    let lb = balance(&[s.addr()], &["--workers", "1", "--allow-upgrade", "foo"]);
+    let r = request(lb.addr(), "GET", "/echo", &ask, b"").unwrap();
+    // serve does not switch, but the request reached it with its upgrade headers.
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["upgrade"], "foo/2", "{v}");
+    assert_eq!(v["headers"]["connection"], "upgrade", "{v}");
+}
+
+#[test]
+fn a_websocket_echo_round_trip_through_the_balancer() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+            .await
+            .expect("websocket handshake through the balancer");
+        assert_eq!(resp.status(), 101);
+        for text in ["hello", "again"] {
+            ws.send(Message::text(text)).await.unwrap();
+            let back = ws.next().await.expect("an answer").unwrap();
+            assert_eq!(back, Message::text(text));
+        }
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
+        let back = ws.next().await.expect("an answer").unwrap();
+        assert_eq!(back, Message::binary(vec![0u8, 1, 2, 255]));
+        ws.close(None).await.unwrap();
+    });
+    // The balancer keeps serving.
+    assert_eq!(get(addr, "/").unwrap().status, 200);
+}
+
+/// A self-signed certificate for `name`, written as PEM files; returns (cert, key, DER).
+fn cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let (cp, kp) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cp, c.cert.pem()).unwrap();
+    std::fs::write(&kp, c.signing_key.serialize_pem()).unwrap();
+    (cp, kp, c.cert.der().to_vec())
+}
+
+/// A TLS client trusting `roots` and offering `alpn`.
+fn connector(roots: &[Vec<u8>], alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone().into()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(c))
+}
+
+/// The DNS names of a certificate's subjectAltName.
+fn san(der: &[u8]) -> Vec<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    c.subject_alternative_name()
+        .unwrap()
+        .expect("a SAN")
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens TLS to `addr` asking for `sni`; returns the stream, the ALPN choice and the SAN.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: &[Vec<u8>],
+    sni: &str,
+    alpn: &[u8],
+) -> (Tls, Option<Vec<u8>>, Vec<String>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tls = connector(roots, alpn)
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let (_, conn) = tls.get_ref();
+    let chosen = conn.alpn_protocol().map(<[u8]>::to_vec);
+    let leaf = conn.peer_certificates().expect("a certificate")[0].to_vec();
+    (tls, chosen, san(&leaf))
+}
+
+#[test]
+fn tls_terminates_h2_and_http11_by_alpn_with_the_certificate_sni_names() {
+    let dir = temp_path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_crt, a_key, a_der) = cert(&dir, "a.test");
+    let (b_crt, b_key, b_der) = cert(&dir, "b.test");
+    let s = serve(1, &[]);
+    let p = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (a_crt, a_key, b_crt, b_key) = (p(&a_crt), p(&a_key), p(&b_crt), p(&b_key));
+    let lb = balance(
+        &[s.addr()],
+        &[
+            "--workers",
+            "1",
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            &a_crt,
+            "--tls-key",
+            &a_key,
+            "--tls-cert",
+            &b_crt,
+            "--tls-key",
+            &b_key,
+        ],
+    );
+    let tls_addr: SocketAddr = lb
+        .wait_line("tls listening on ", LIMIT)
+        .expect("tls listening line")
+        .parse()
+        .unwrap();
+    assert_ne!(tls_addr, lb.addr());
+    let roots = vec![a_der, b_der];
+    let (h2, h1) = block_on(async move {
+        let (io, alpn, names) = tls_connect(tls_addr, &roots, "a.test", b"h2").await;
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(names, ["a.test"]);
+        let (resp, version) = h2_get(io, "https://a.test/echo").await;
+        assert_eq!((resp.status().as_u16(), version), (200, Version::HTTP_2));
+        let h2 = json(resp).await;
+
+        let (io, alpn, names) = tls_connect(tls_addr, &roots, "b.test", b"http/1.1").await;
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        assert_eq!(names, ["b.test"]);
+        let resp = h1_get(io, "b.test", "/echo").await;
+        assert_eq!(
+            (resp.status().as_u16(), resp.version()),
+            (200, Version::HTTP_11)
+        );
+        (h2, json(resp).await)
+    });
+    assert_eq!(h2["headers"]["x-forwarded-proto"], "https", "{h2}");
+    assert_eq!(h2["headers"]["host"], "a.test", "{h2}");
+    assert_eq!(h1["headers"]["x-forwarded-proto"], "https", "{h1}");
+    // The plain port still serves plain HTTP.
+    let r = request(lb.addr(), "GET", "/echo", &[], b"").unwrap();
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn certificates_without_tls_port_make_the_main_port_serve_tls() {
+    let dir = temp_path("tls-main");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key, der) = cert(&dir, "localhost");
+    let s = serve(1, &[]);
+    let lb = balance(
+        &[s.addr()],
+        &[
+            "--workers",
+            "1",
+            "--tls-cert",
+            crt.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let tls_addr: SocketAddr = lb
+        .wait_line("tls listening on ", LIMIT)
+        .expect("tls listening line")
+        .parse()
+        .unwrap();
+    assert_eq!(tls_addr, lb.addr());
+    let status = block_on(async move {
+        let (io, alpn, _) = tls_connect(tls_addr, &[der], "localhost", b"http/1.1").await;
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        h1_get(io, "localhost", "/").await.status()
+    });
+    assert_eq!(status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_http2_drives_the_h2c_listener() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let url = format!("http://{}/", lb.addr());
+    let out = run_lbx(
+        &[
+            "bench",
+            "--json",
+            "--no-progress",
+            "--http2",
+            "-c",
+            "2",
+            "-n",
+            "100",
+            &url,
+        ],
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["http_version"], "2");
+    assert_eq!(v["summary"]["successes"], 100, "{v}");
+    assert_eq!(v["status_codes"]["200"], 100, "{v}");
+}
+
+#[test]
+fn bad_tls_flags_exit_2_naming_the_file_or_value() {
+    let b = format!("127.0.0.1:{}", closed_port());
+    let base = [
+        "balance",
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "-b",
+        b.as_str(),
+    ];
+    let missing = temp_path("missing.crt");
+    let missing = missing.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-cert", missing, "--tls-key", missing], missing),
+        (vec!["--tls-cert", missing], "--tls-key"),
+        (vec!["--tls-port", "0"], "--tls-port"),
+        (vec!["--tunnel-timeout", "soon"], "soon"),
+    ];
+    for (extra, named) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(&extra);
+        let out = run_lbx(&args, LIMIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(named), "{extra:?} should name {named}: {err}");
+    }
+}
