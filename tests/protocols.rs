@@ -393,3 +393,66 @@ fn bad_tls_flags_exit_2_naming_the_file_or_value() {
         assert!(err.contains(named), "{extra:?} should name {named}: {err}");
     }
 }
+
+#[test]
+fn certificate_files_are_re_read_on_reload() {
+    let dir = temp_path("tls-reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key, old) = cert(&dir, "localhost");
+    let s = serve(1, &[]);
+    let config = dir.join("lbx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "backends = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            s.addr()
+        ),
+    )
+    .unwrap();
+    let (crt_s, key_s) = (crt.to_str().unwrap(), key.to_str().unwrap());
+    let args = [
+        "balance",
+        "--config",
+        config.to_str().unwrap(),
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "1",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        crt_s,
+        "--tls-key",
+        key_s,
+    ];
+    let lb = Proc::start(&args, 1);
+    let admin: SocketAddr = lb
+        .wait_line("admin listening on ", LIMIT)
+        .expect("admin line")
+        .parse()
+        .unwrap();
+    let tls_addr: SocketAddr = lb
+        .wait_line("tls listening on ", LIMIT)
+        .expect("tls listening line")
+        .parse()
+        .unwrap();
+    let leaf = |roots: Vec<Vec<u8>>| {
+        block_on(async move {
+            let (io, _, _) = tls_connect(tls_addr, &roots, "localhost", b"http/1.1").await;
+            io.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+        })
+    };
+    assert_eq!(leaf(vec![old.clone()]), old);
+    let (_, _, new) = cert(&dir, "localhost"); // same files, a new certificate
+    assert_ne!(new, old);
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        leaf(vec![new.clone()]),
+        new,
+        "new connections get the new one"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

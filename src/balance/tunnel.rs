@@ -145,7 +145,10 @@ pub async fn open(
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, upgrade);
-    let mut pending = Some(Request::from_parts(parts, body));
+    let limit = policy
+        .max_body
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let mut pending = Some(Request::from_parts(parts, Limited::new(body, limit)));
     let candidates = shared.pool.pick(key, &mut w.rng.borrow_mut());
     for backend in candidates {
         let stream = match shared.dialer.dial(&backend.target).await {
@@ -157,7 +160,7 @@ pub async fn open(
         };
         let handshake = hyper::client::conn::http1::Builder::new()
             .writev(false)
-            .handshake::<_, Incoming>(TokioIo::new(stream))
+            .handshake::<_, Limited<Incoming>>(TokioIo::new(stream))
             .await;
         let Ok((mut tx, conn)) = handshake else {
             backend.errors.fetch_add(1, Relaxed);
