@@ -456,3 +456,36 @@ fn certificate_files_are_re_read_on_reload() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn heads_over_64_kib_get_431_over_http1_and_http2() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    let statuses = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut statuses = Vec::new();
+        for n in [60_000, 70_000] {
+            let req = Request::get(format!("http://{addr}/echo"))
+                .header("x-big", "a".repeat(n))
+                .body(Empty::new())
+                .unwrap();
+            statuses.push(tx.send_request(req).await.expect("an answer").status());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [200, 431]);
+    // HTTP/1.1: below hyper's read buffer bound, the head is still counted.
+    for (n, want) in [(60_000, 200), (70_000, 431)] {
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(n)
+        );
+        assert_eq!(raw_status(&raw(addr, head.as_bytes())), Some(want), "{n}");
+    }
+}
