@@ -489,3 +489,24 @@ fn heads_over_64_kib_get_431_over_http1_and_http2() {
         assert_eq!(raw_status(&raw(addr, head.as_bytes())), Some(want), "{n}");
     }
 }
+
+#[test]
+fn an_idle_http2_connection_is_closed() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1", "--idle-timeout", "300ms"]);
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(tx.send_request(req).await.unwrap().status(), 200);
+        // The balancer says goodbye; the connection ends (within the test's bound).
+        conn.await.unwrap().expect("a clean close");
+    });
+}

@@ -3,12 +3,8 @@
 //! backend connection; after the backend's 101 the client and backend connections are spliced
 //! both ways until either side closes or no byte passes for `--tunnel-timeout`.
 
-use std::cell::Cell;
-use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,13 +15,13 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::metrics::Served;
 use super::outcome::{failed, failure_response, Failure};
 use super::proxy::{local, mark_down, prepare, strip_hop_by_hop, Peer, ProxyBody, Worker};
 use super::upstream::InFlight;
+use crate::core::idle::{Activity, Tracked};
 use crate::core::select::Algorithm;
 
 /// Which upgrades are tunnelled, and how long an idle tunnel lives.
@@ -236,77 +232,12 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let last = Rc::new(Cell::new(Instant::now()));
-    let mut a = Idle {
-        io: a,
-        last: last.clone(),
-    };
-    let mut b = Idle {
-        io: b,
-        last: last.clone(),
-    };
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    tokio::pin!(copy);
-    loop {
-        tokio::select! {
-            _ = &mut copy => return,
-            _ = tokio::time::sleep_until(last.get() + idle) => {
-                if last.get() + idle <= Instant::now() {
-                    return; // dropping both sides closes them
-                }
-            }
-        }
-    }
-}
-
-/// An IO that notes when bytes last moved through it.
-struct Idle<T> {
-    io: T,
-    last: Rc<Cell<Instant>>,
-}
-
-impl<T> Idle<T> {
-    fn moved<R>(&self, r: Poll<io::Result<R>>, n: impl FnOnce(&R) -> usize) -> Poll<io::Result<R>> {
-        if let Poll::Ready(Ok(v)) = &r {
-            if n(v) > 0 {
-                self.last.set(Instant::now());
-            }
-        }
-        r
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
-        let after = buf.filled().len();
-        this.moved(r, |_| after - before)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.moved(r, |n| *n)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    let activity = Activity::new();
+    let mut a = Tracked::new(a, activity.clone());
+    let mut b = Tracked::new(b, activity.clone());
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+        _ = activity.idle_for(Some(idle)) => {} // dropping both sides closes them
     }
 }
 

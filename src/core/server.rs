@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::idle::{Activity, Tracked};
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
 use hyper::body::{Body, Incoming};
@@ -17,10 +18,10 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 /// Largest request head accepted (Envoy's default is 60 KiB, nginx's 4 x 8 KiB). The auto
 /// builder cannot set hyper's `max_header_size`, so `balance::validate` counts heads against
@@ -187,7 +188,9 @@ pub struct ConnOptions {
     /// How long to wait for in-flight requests at shutdown.
     pub grace: Duration,
     /// Time a keep-alive connection may wait for its next request head (hyper's header read
-    /// timer starts when a connection goes idle, so this bounds idle time plus head time).
+    /// timer starts when a connection goes idle, so this bounds idle time plus head time). A
+    /// connection (HTTP/2 ones included) that moves no byte for this long is also closed
+    /// gracefully.
     pub idle_timeout: Option<Duration>,
     /// Connections this accept loop keeps open at once; beyond it, it stops accepting and new
     /// connections wait in the kernel's accept queue.
@@ -281,7 +284,6 @@ pub async fn accept_loop<M, S, B>(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD as u32);
     let builder = Rc::new(builder);
-    let graceful = GracefulShutdown::new();
     let slots = Rc::new(Slots::default());
     'accept: loop {
         if let Some(max) = opts.max_connections {
@@ -316,11 +318,12 @@ pub async fn accept_loop<M, S, B>(
                 let service = FirstRequest { inner: make(info), seen };
                 let conn = Conn {
                     builder: builder.clone(),
-                    graceful: graceful.watcher(),
+                    shutdown: shutdown.clone(),
                     // Slowloris: the TLS handshake and the first request head must be complete
                     // in time; later heads are bounded by hyper's timer (the idle timeout).
-                    deadline: tokio::time::Instant::now() + opts.header_timeout,
+                    deadline: Instant::now() + opts.header_timeout,
                     watch_first_head: opts.idle_timeout.is_some(),
+                    idle: opts.idle_timeout,
                 };
                 let tls = opts.tls.as_ref().map(|t| t.load_full());
                 tokio::task::spawn_local(async move {
@@ -340,21 +343,31 @@ pub async fn accept_loop<M, S, B>(
         }
     }
     drop(listener);
-    // Connections still in their TLS handshake hold a watcher too, so they are waited for.
-    let _ = tokio::time::timeout(opts.grace, graceful.shutdown()).await;
+    // Every connection task has seen the shutdown and is closing gracefully (those still in
+    // their TLS handshake are bounded by the header timeout): wait for them all to end.
+    let deadline = Instant::now() + opts.grace;
+    while slots.open.get() > 0 {
+        tokio::select! {
+            _ = slots.freed.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
 }
 
 /// One accepted connection's serving context.
 struct Conn {
     builder: Rc<auto::Builder<LocalExec>>,
-    graceful: Watcher,
-    deadline: tokio::time::Instant,
+    shutdown: watch::Receiver<bool>,
+    deadline: Instant,
     watch_first_head: bool,
+    idle: Option<Duration>,
 }
 
 impl Conn {
-    /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface) on `io` until it closes.
-    async fn serve<I, S, B>(self, io: I, service: FirstRequest<S>)
+    /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface) on `io` until it closes. At
+    /// shutdown, and when no byte has moved for the idle timeout (hyper's header timer only
+    /// covers HTTP/1), the connection closes gracefully: requests in flight finish first.
+    async fn serve<I, S, B>(mut self, io: I, service: FirstRequest<S>)
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         S: Service<Request<Incoming>, Response = Response<B>> + 'static,
@@ -364,23 +377,34 @@ impl Conn {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let seen = service.seen.clone();
+        let activity = Activity::new();
+        let io = Tracked::new(io, activity.clone());
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let conn = self.graceful.watch(conn);
         tokio::pin!(conn);
-        if self.watch_first_head {
+        let mut first_head = self.watch_first_head;
+        let mut closing = false;
+        loop {
             tokio::select! {
                 _ = &mut conn => return,
-                _ = tokio::time::sleep_until(self.deadline) => {
+                _ = self.shutdown.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(self.deadline), if first_head => {
                     if !seen.get() {
                         return; // dropping the connection closes it
                     }
+                    first_head = false;
+                }
+                _ = activity.idle_for(self.idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
                 }
             }
         }
-        let _ = conn.await;
     }
 }
 
