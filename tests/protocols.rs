@@ -510,3 +510,22 @@ fn an_idle_http2_connection_is_closed() {
         conn.await.unwrap().expect("a clean close");
     });
 }
+
+#[test]
+fn sigterm_lets_in_flight_http2_requests_finish() {
+    let s = serve(1, &["--delay", "1s"]);
+    let mut lb = balance(&[s.addr()], &["--workers", "1", "--grace", "10s"]);
+    let addr = lb.addr();
+    let slow = std::thread::spawn(move || {
+        block_on(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (resp, version) = h2_get(tcp, &format!("http://{addr}/")).await;
+            (resp.status(), version)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    lb.signal("TERM");
+    let (status, version) = slow.join().unwrap();
+    assert_eq!((status.as_u16(), version), (200, Version::HTTP_2));
+    assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
+}
