@@ -529,3 +529,41 @@ fn sigterm_lets_in_flight_http2_requests_finish() {
     assert_eq!((status.as_u16(), version), (200, Version::HTTP_2));
     assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+#[test]
+fn a_backend_declining_an_upgrade_has_its_answer_passed_on() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let ask = [("Connection", "Upgrade"), ("Upgrade", "websocket")];
+    // No Sec-WebSocket-Key: serve refuses the handshake.
+    let r = request(lb.addr(), "GET", "/ws", &ask, b"").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("WebSocket handshake"), "{}", r.text());
+    let r = request(lb.addr(), "GET", "/", &ask, b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello from server 1"));
+}
+
+#[test]
+fn an_idle_websocket_tunnel_is_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = serve(1, &[]);
+    let lb = balance(
+        &[s.addr()],
+        &["--workers", "1", "--tunnel-timeout", "300ms"],
+    );
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+            .await
+            .expect("websocket handshake");
+        ws.send(Message::text("x")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
+        // Then silence: the balancer closes the tunnel (within the test's bound).
+        match ws.next().await {
+            None | Some(Err(_)) => {}
+            Some(Ok(m)) => panic!("unexpected {m:?}"),
+        }
+    });
+}

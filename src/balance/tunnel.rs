@@ -176,10 +176,14 @@ pub async fn open(
         let mut resp =
             match tokio::time::timeout(policy.response_timeout, tx.send_request(req)).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(_)) | Err(_) => {
+                failure => {
                     backend.errors.fetch_add(1, Relaxed);
                     failed(shared, &backend);
-                    return failure_response(Failure::Reset, 1);
+                    let f = match failure {
+                        Err(_elapsed) => Failure::Timeout,
+                        _ => Failure::Reset,
+                    };
+                    return failure_response(f, 1);
                 }
             };
         backend.record_success();
