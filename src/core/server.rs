@@ -183,7 +183,8 @@ pub struct ConnInfo {
 #[derive(Clone, Debug)]
 pub struct ConnOptions {
     /// Time a client has to send a complete request head. Without `idle_timeout` it covers
-    /// every request, keep-alive waits included; with it, only a new connection's first.
+    /// every request, keep-alive waits included; with it, only a new connection's first. A new
+    /// connection's TLS handshake counts against it too.
     pub header_timeout: Duration,
     /// How long to wait for in-flight requests at shutdown.
     pub grace: Duration,
@@ -320,9 +321,9 @@ pub async fn accept_loop<M, S, B>(
                     builder: builder.clone(),
                     shutdown: shutdown.clone(),
                     // Slowloris: the TLS handshake and the first request head must be complete
-                    // in time; later heads are bounded by hyper's timer (the idle timeout).
+                    // in time (hyper's header timer only starts once the auto builder has told
+                    // HTTP/1 from HTTP/2); later heads are bounded by hyper's timer.
                     deadline: Instant::now() + opts.header_timeout,
-                    watch_first_head: opts.idle_timeout.is_some(),
                     idle: opts.idle_timeout,
                 };
                 let tls = opts.tls.as_ref().map(|t| t.load_full());
@@ -359,7 +360,6 @@ struct Conn {
     builder: Rc<auto::Builder<LocalExec>>,
     shutdown: watch::Receiver<bool>,
     deadline: Instant,
-    watch_first_head: bool,
     idle: Option<Duration>,
 }
 
@@ -384,7 +384,7 @@ impl Conn {
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         tokio::pin!(conn);
-        let mut first_head = self.watch_first_head;
+        let mut first_head = true;
         let mut closing = false;
         loop {
             tokio::select! {
