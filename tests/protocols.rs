@@ -567,3 +567,19 @@ fn an_idle_websocket_tunnel_is_closed() {
         }
     });
 }
+
+#[test]
+fn a_client_stalling_before_its_protocol_is_known_is_cut_off() {
+    use std::io::{Read, Write};
+    let s = serve(1, &[]);
+    let lb = balance(
+        &[s.addr()],
+        &["--workers", "1", "--header-timeout", "300ms"],
+    );
+    // Fewer bytes than the HTTP/2 preface: the auto builder is still telling the versions apart.
+    let mut c = std::net::TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    c.write_all(b"GE").unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(c.read(&mut buf).expect("closed, not timed out"), 0);
+}
