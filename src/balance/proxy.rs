@@ -255,7 +255,10 @@ pub async fn forward(
     }
     match super::tunnel::decide(&parts, &shared.upgrades) {
         Decision::Plain => {}
-        Decision::Tunnel(up) => return Ok(super::tunnel::open(w, peer, parts, body, up).await),
+        // Boxed: the tunnel's state stays out of every plain request's future.
+        Decision::Tunnel(up) => {
+            return Ok(Box::pin(super::tunnel::open(w, peer, parts, body, up)).await)
+        }
         Decision::Refuse(why) => return Ok(super::tunnel::refuse(why)),
     }
     let key = match policy.algorithm {
