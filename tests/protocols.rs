@@ -583,3 +583,30 @@ fn a_client_stalling_before_its_protocol_is_known_is_cut_off() {
     let mut buf = [0u8; 64];
     assert_eq!(c.read(&mut buf).expect("closed, not timed out"), 0);
 }
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    use std::io::{Read, Write};
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let mut c = std::net::TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 25];
+    c.read_exact(&mut buf).unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 100 Continue\r\n"), "{buf:?}");
+    c.write_all(b"hello").unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let start = rest
+        .windows(4)
+        .position(|w| w == b"HTTP")
+        .expect("a final answer");
+    let r = parse_response(&rest[start..], false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["body_len"], 5);
+}
