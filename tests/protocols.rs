@@ -610,3 +610,27 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["body_len"], 5);
 }
+
+#[test]
+fn response_trailers_reach_http1_and_http2_clients() {
+    let b = canned_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n",
+    );
+    let lb = balance(&[b], &["--workers", "1", "--interval", "1h"]);
+    let addr = lb.addr();
+    let resp = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.contains("hello"), "{text}");
+    assert!(text.contains("\r\n0\r\nx-checksum: abc\r\n"), "{text}");
+    let trailers = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (resp, _) = h2_get(tcp, &format!("http://{addr}/")).await;
+        let body = resp.into_body().collect().await.unwrap();
+        body.trailers().cloned()
+    });
+    let trailers = trailers.expect("trailers over HTTP/2");
+    assert_eq!(trailers["x-checksum"], "abc");
+}

@@ -54,10 +54,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The hop-by-hop headers every proxy removes, besides those `Connection` names.
+/// The hop-by-hop headers every proxy removes, besides those `Connection` names. `Trailer` is
+/// end-to-end (RFC 9110 §6.6.2) and stays: hyper only sends the trailer fields it declares.
 fn is_fixed_hop(n: &HeaderName) -> bool {
     n == header::TE
-        || n == header::TRAILER
         || n == header::TRANSFER_ENCODING
         || n == header::UPGRADE
         || n == header::PROXY_AUTHENTICATE
