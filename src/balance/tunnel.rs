@@ -186,7 +186,11 @@ pub async fn open(
                     return failure_response(f, 1);
                 }
             };
-        backend.record_success();
+        if resp.status().is_server_error() {
+            failed(shared, &backend);
+        } else {
+            backend.record_success();
+        }
         let served = Served {
             backend: backend.clone(),
             attempts: 1,
