@@ -223,6 +223,19 @@ fn san(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A balancer over `backend` whose main port serves TLS with a certificate for `localhost`
+/// (written to `dir`); returns it and the certificate (DER).
+fn balance_over_tls(backend: SocketAddr, dir: &std::path::Path) -> (Proc, Vec<u8>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (crt, key, der) = cert(dir, "localhost");
+    let (crt, key) = (crt.to_str().unwrap(), key.to_str().unwrap());
+    let lb = balance(
+        &[backend],
+        &["--workers", "1", "--tls-cert", crt, "--tls-key", key],
+    );
+    (lb, der)
+}
+
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Opens TLS to `addr` asking for `sni`; returns the stream, the ALPN choice and the SAN.
@@ -308,20 +321,8 @@ fn tls_terminates_h2_and_http11_by_alpn_with_the_certificate_sni_names() {
 #[test]
 fn certificates_without_tls_port_make_the_main_port_serve_tls() {
     let dir = temp_path("tls-main");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (crt, key, der) = cert(&dir, "localhost");
     let s = serve(1, &[]);
-    let lb = balance(
-        &[s.addr()],
-        &[
-            "--workers",
-            "1",
-            "--tls-cert",
-            crt.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (lb, der) = balance_over_tls(s.addr(), &dir);
     let tls_addr: SocketAddr = lb
         .wait_line("tls listening on ", LIMIT)
         .expect("tls listening line")
@@ -633,4 +634,25 @@ fn response_trailers_reach_http1_and_http2_clients() {
     });
     let trailers = trailers.expect("trailers over HTTP/2");
     assert_eq!(trailers["x-checksum"], "abc");
+}
+
+#[test]
+fn a_websocket_round_trip_over_the_tls_listener() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = temp_path("wss");
+    let s = serve(1, &[]);
+    let (lb, der) = balance_over_tls(s.addr(), &dir);
+    let addr = lb.addr();
+    block_on(async move {
+        let (io, _, _) = tls_connect(addr, &[der], "localhost", b"http/1.1").await;
+        let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/ws", io)
+            .await
+            .expect("websocket handshake over TLS");
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text("over tls")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
+        ws.close(None).await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
 }
