@@ -379,8 +379,15 @@ fn bad_tls_flags_exit_2_naming_the_file_or_value() {
     ];
     let missing = temp_path("missing.crt");
     let missing = missing.to_str().unwrap();
+    let dir = temp_path("tls-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_crt, _, _) = cert(&dir, "a.test");
+    let (_, b_key, _) = cert(&dir, "b.test");
+    let (a_crt, b_key) = (a_crt.to_str().unwrap(), b_key.to_str().unwrap());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--tls-cert", missing, "--tls-key", missing], missing),
+        (vec!["--tls-cert", a_crt, "--tls-key", b_key], a_crt),
+        (vec!["--tls-cert", a_crt, "--tls-key", a_crt], a_crt),
         (vec!["--tls-cert", missing], "--tls-key"),
         (vec!["--tls-port", "0"], "--tls-port"),
         (vec!["--tunnel-timeout", "soon"], "soon"),
@@ -393,6 +400,7 @@ fn bad_tls_flags_exit_2_naming_the_file_or_value() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
         assert!(err.contains(named), "{extra:?} should name {named}: {err}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
