@@ -664,3 +664,28 @@ fn a_websocket_round_trip_over_the_tls_listener() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_http2_request_body_reaches_the_http11_backend() {
+    use http_body_util::Full;
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    let v = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let body = Full::new(Bytes::from(vec![b'x'; 100_000]));
+        let req = Request::post(format!("http://{addr}/echo"))
+            .body(body)
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        json(resp).await
+    });
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["body_len"], 100_000, "{v}");
+}
