@@ -75,6 +75,11 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log -d 'Write
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l access-log-format -d 'Access log line format' -r -f -a "text\t'Combined-like text: `client - - [time] "METHOD path" status bytes duration backend attempts request_id`'
 json\t'One JSON object per line'"
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l log-level -d 'Operational log level (error, warn, info, debug, trace, off) or RUST_LOG-style filter; overrides RUST_LOG [default: info]' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-cert -d 'Certificate chain (PEM) to terminate TLS with; repeat with --tls-key for several certificates, chosen by SNI (the first is the default). Re-read on reload' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-key -d 'Private key (PEM) of the --tls-cert given in the same position' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-port -d 'Serve TLS on this port beside the plain one on --port (without it, --port serves TLS when certificates are given); 0 picks a free port' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tunnel-timeout -d 'Time a WebSocket (or other upgraded) tunnel may pass no bytes either way before it is closed' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l allow-upgrade -d 'Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests are refused' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r

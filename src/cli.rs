@@ -272,6 +272,26 @@ pub struct BalanceArgs {
     /// overrides RUST_LOG [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_filter)]
     pub log_level: Option<String>,
+    // Protocols (TLS termination, upgrades): kept together at the end.
+    /// Certificate chain (PEM) to terminate TLS with; repeat with --tls-key for several
+    /// certificates, chosen by SNI (the first is the default). Re-read on reload.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Vec<PathBuf>,
+    /// Private key (PEM) of the --tls-cert given in the same position.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Vec<PathBuf>,
+    /// Serve TLS on this port beside the plain one on --port (without it, --port serves TLS
+    /// when certificates are given); 0 picks a free port.
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
+    /// Time a WebSocket (or other upgraded) tunnel may pass no bytes either way before it is
+    /// closed.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub tunnel_timeout: Duration,
+    /// Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests
+    /// are refused.
+    #[arg(long, value_name = "NAME")]
+    pub allow_upgrade: Vec<String>,
 }
 
 /// Options for `lbx check`.

@@ -86,6 +86,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         workers: 2,
         policy: Default::default(),
         ops: Default::default(),
+        protocols: Default::default(),
     };
     let lb = balance::start(cfg).map_err(|e| {
         if args.port != 0 {

@@ -4,7 +4,6 @@
 //! request path: changes reach the workers as a new backend set swapped into the pool.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,7 +350,7 @@ pub fn spawn_control(
                             grace: Duration::from_secs(1),
                             ..ConnOptions::default()
                         };
-                        accept_loop(l, opts, shutdown, move |_: SocketAddr| {
+                        accept_loop(l, opts, shutdown, move |_| {
                             let ctx = ctx.clone();
                             service_fn(move |req| handle(ctx.clone(), req))
                         })

@@ -11,11 +11,13 @@ pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod trust;
+pub mod tunnel;
 pub mod upstream;
 pub mod validate;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,7 +34,7 @@ use crate::core::health::Transition;
 use crate::core::pool::Pool;
 use crate::core::prober::{run_prober_reloadable, HealthCheck, ProbeSpec};
 use crate::core::select::Algorithm;
-use crate::core::server::{self, accept_loop, ConnOptions, Workers};
+use crate::core::server::{self, accept_loop, ConnInfo, ConnOptions, Workers};
 use crate::term;
 use limits::RateLimiter;
 use policy::{Policy, RetryBudget};
@@ -52,6 +54,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Counters and the access log the request path records into.
     pub telemetry: Arc<metrics::Telemetry>,
+    /// Which upgrades are tunnelled, and for how long idle.
+    pub upgrades: tunnel::Upgrades,
 }
 
 /// Policy counters, over all workers (written only when the event happens).
@@ -77,6 +81,8 @@ pub struct BalanceHandle {
     prober: std::thread::JoinHandle<()>,
     /// Where the admin API listens, when enabled.
     pub admin_addr: Option<SocketAddr>,
+    /// Where TLS is served, when certificates are given (`addr` itself without --tls-port).
+    pub tls_addr: Option<SocketAddr>,
     /// Run-time changes to the backend set.
     pub registry: Arc<registry::Registry>,
     control: Option<std::thread::JoinHandle<()>>,
@@ -114,6 +120,62 @@ pub struct BalanceConfig {
 
     /// Admin API, access log and reload settings.
     pub ops: OpsConfig,
+    /// TLS termination and upgrades.
+    pub protocols: ProtocolConfig,
+}
+
+/// TLS termination and upgrade settings.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolConfig {
+    /// Certificate and key PEM files, in SNI preference order (no TLS when empty).
+    pub tls: Vec<(PathBuf, PathBuf)>,
+    /// A TLS listener beside the plain one; without it the main listener serves TLS.
+    pub tls_port: Option<u16>,
+    /// Upgrades tunnelled and their idle timeout.
+    pub upgrades: tunnel::Upgrades,
+}
+
+impl ProtocolConfig {
+    /// Reads the protocol flags; certificate and key counts must match.
+    pub fn from_args(a: &BalanceArgs) -> anyhow::Result<ProtocolConfig> {
+        if a.tls_cert.len() != a.tls_key.len() {
+            return Err(crate::usage(format!(
+                "--tls-cert and --tls-key pair up in order: {} certificate(s) but {} key(s)",
+                a.tls_cert.len(),
+                a.tls_key.len()
+            )));
+        }
+        if a.tls_port.is_some() && a.tls_cert.is_empty() {
+            return Err(crate::usage("--tls-port needs --tls-cert and --tls-key"));
+        }
+        Ok(ProtocolConfig {
+            tls: a
+                .tls_cert
+                .iter()
+                .cloned()
+                .zip(a.tls_key.iter().cloned())
+                .collect(),
+            tls_port: a.tls_port,
+            upgrades: tunnel::Upgrades {
+                idle_timeout: a.tunnel_timeout,
+                allow: a
+                    .allow_upgrade
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+            },
+        })
+    }
+
+    /// Loads the certificates; an unreadable or mismatched file is a usage error naming it.
+    fn server_config(&self) -> anyhow::Result<Option<server::TlsConfig>> {
+        if self.tls.is_empty() {
+            return Ok(None);
+        }
+        let config = crate::core::tls::server_config(&self.tls)
+            .map_err(|e| crate::usage(format!("--tls-cert/--tls-key: {e}")))?;
+        Ok(Some(Arc::new(arc_swap::ArcSwap::new(config))))
+    }
 }
 
 /// Operations settings: the admin API and the access log.
@@ -146,8 +208,8 @@ impl OpsConfig {
 
 impl BalanceConfig {
     /// Reads the flags.
-    pub fn from_args(a: &BalanceArgs) -> BalanceConfig {
-        BalanceConfig {
+    pub fn from_args(a: &BalanceArgs) -> anyhow::Result<BalanceConfig> {
+        Ok(BalanceConfig {
             listen: SocketAddr::new(a.host, a.port),
             backends: a.backends.iter().map(|w| w.target.clone()).collect(),
             health: HealthCheck {
@@ -178,7 +240,8 @@ impl BalanceConfig {
                 trusted: trust::TrustedProxies(a.trusted_proxies.clone()),
             },
             ops: OpsConfig::from_args(a),
-        }
+            protocols: ProtocolConfig::from_args(a)?,
+        })
     }
 }
 
@@ -207,8 +270,22 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         policy.algorithm,
         policy.slow_start,
     ));
+    let tls = cfg.protocols.server_config()?;
     let listeners = server::bind(cfg.listen, cfg.workers)?;
     let addr = listeners[0].local_addr()?;
+    // Each worker gets its plain listener and, with --tls-port, a TLS one beside it.
+    let (tls_listeners, tls_addr) = match (&tls, cfg.protocols.tls_port) {
+        (Some(_), Some(port)) => {
+            let l = server::bind(SocketAddr::new(cfg.listen.ip(), port), cfg.workers)?;
+            let a = l[0].local_addr()?;
+            (l.into_iter().map(Some).collect(), Some(a))
+        }
+        (Some(_), None) => (Vec::new(), Some(addr)),
+        (None, _) => (Vec::new(), None),
+    };
+    let mut tls_listeners: Vec<Option<std::net::TcpListener>> = tls_listeners;
+    tls_listeners.resize_with(listeners.len(), || None);
+    let per_worker: Vec<_> = listeners.into_iter().zip(tls_listeners).collect();
     let stats = Arc::new(Stats::default());
     let telemetry = Arc::new(metrics::Telemetry {
         metrics: Default::default(),
@@ -232,6 +309,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         policy_generation: AtomicU64::new(0),
         stats: stats.clone(),
         telemetry: telemetry.clone(),
+        upgrades: cfg.protocols.upgrades.clone(),
     });
     let worker_count = cfg.workers.max(1);
     let opts = ConnOptions {
@@ -240,9 +318,15 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         idle_timeout: Some(policy.idle_timeout),
         // Each worker takes its share of the limit (rounded up), so no count crosses threads.
         max_connections: policy.max_connections.map(|m| m.div_ceil(worker_count)),
+        // Without --tls-port the main listener serves TLS.
+        tls: tls.clone().filter(|_| tls_addr == Some(addr)),
     };
     let reload_shared = shared.clone();
-    let workers = Workers::spawn("balance", listeners, move |_, listener, shutdown| {
+    let tls_opts = ConnOptions {
+        tls: tls.clone(),
+        ..opts.clone()
+    };
+    let workers = Workers::spawn("balance", per_worker, move |_, (plain, tls_l), shutdown| {
         let worker = Rc::new(proxy::Worker {
             shared: shared.clone(),
             conns: Rc::default(),
@@ -258,14 +342,25 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 .map(|r| RefCell::new(RateLimiter::new(r))),
             policy: RefCell::new((0, Rc::new(Policy::clone(&shared.policy.load())))),
         });
-        accept_loop(listener, opts.clone(), shutdown, move |addr| {
-            let (worker, peer) = (worker.clone(), Rc::new(proxy::Peer::new(addr)));
+        let make = move |info: ConnInfo| {
+            let peer = Rc::new(proxy::Peer::new(info.peer).with_tls(info.tls));
+            let worker = worker.clone();
             let conn = metrics::ConnGuard::new(worker.shared.telemetry.clone());
             service_fn(move |req| {
                 let _open = &conn;
                 proxy::handle(worker.clone(), peer.clone(), req)
             })
-        })
+        };
+        let plain_loop = accept_loop(plain, opts.clone(), shutdown.clone(), make.clone());
+        let tls_loop = tls_l.map(|l| accept_loop(l, tls_opts.clone(), shutdown, make));
+        async move {
+            match tls_loop {
+                Some(tls_loop) => {
+                    tokio::join!(plain_loop, tls_loop);
+                }
+                None => plain_loop.await,
+            }
+        }
     })?;
     let registry = Arc::new(registry::Registry::new(pool.clone()));
     // Health check settings a reload changes reach the prober through this channel.
@@ -275,9 +370,17 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             let reg = registry.clone();
             Arc::new(move || {
                 let (summary, args) = r.reload(&reg)?;
-                let next = BalanceConfig::from_args(&args);
-                apply_policy(&reload_shared, next.policy);
-                let hc = next.health;
+                let new = BalanceConfig::from_args(&args).map_err(|e| format!("{e:#}"))?;
+                if let Some(t) = &tls {
+                    // Certificate files are re-read: a renewed certificate takes effect for
+                    // new connections.
+                    match crate::core::tls::server_config(&new.protocols.tls) {
+                        Ok(c) => t.store(c),
+                        Err(e) => return Err(format!("TLS certificates not reloaded: {e}")),
+                    }
+                }
+                apply_policy(&reload_shared, new.policy);
+                let hc = new.health;
                 health_tx.send_if_modified(|cur| {
                     let changed = format!("{cur:?}") != format!("{hc:?}");
                     if changed {
@@ -340,6 +443,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         workers,
         prober,
         admin_addr,
+        tls_addr,
         registry,
         control,
     })
@@ -369,7 +473,7 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
         None => (args, None, None),
     };
     crate::logging::init(args.log_level.as_deref());
-    let mut cfg = BalanceConfig::from_args(&args);
+    let mut cfg = BalanceConfig::from_args(&args)?;
     cfg.ops.reloader = reloader;
     let handle = start(cfg.clone())?;
     if let Some(w) = weights {
@@ -402,6 +506,9 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
         cfg.policy.algorithm.name(),
         list.join(", ")
     ));
+    if let Some(a) = handle.tls_addr {
+        term::out(&format!("tls listening on {a}"));
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

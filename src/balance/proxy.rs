@@ -23,6 +23,7 @@ use super::outcome::{
     body_too_large, content_length, failed, failure_response, over_limits, too_large, Failure,
 };
 use super::policy::{Policy, RetryBudget};
+use super::tunnel::Decision;
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
 use crate::core::backend::Backend;
@@ -74,10 +75,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The hop-by-hop headers every proxy removes, besides those `Connection` names.
+/// The hop-by-hop headers every proxy removes, besides those `Connection` names. `Trailer` is
+/// end-to-end (RFC 9110 §6.6.2) and stays: hyper only sends the trailer fields it declares.
 fn is_fixed_hop(n: &HeaderName) -> bool {
     n == header::TE
-        || n == header::TRAILER
         || n == header::TRANSFER_ENCODING
         || n == header::UPGRADE
         || n == header::PROXY_AUTHENTICATE
@@ -141,6 +142,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The client IP as a header value.
     pub ip: HeaderValue,
+    /// The connection came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl Peer {
@@ -148,7 +151,16 @@ impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
         let ip =
             HeaderValue::try_from(addr.ip().to_string()).expect("an IP is a valid header value");
-        Peer { addr, ip }
+        Peer {
+            addr,
+            ip,
+            tls: false,
+        }
+    }
+
+    /// The same client, marked as connected over TLS or not.
+    pub fn with_tls(self, tls: bool) -> Peer {
+        Peer { tls, ..self }
     }
 }
 
@@ -168,7 +180,8 @@ fn add_forwarded(parts: &mut Parts, peer: &Peer) {
     } else {
         h.insert(&X_FORWARDED_FOR, peer.ip.clone());
     }
-    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if peer.tls { "https" } else { "http" };
+    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = h.get(header::HOST).cloned() {
         h.insert(&X_FORWARDED_HOST, host);
     }
@@ -176,7 +189,7 @@ fn add_forwarded(parts: &mut Parts, peer: &Peer) {
 
 /// Rewrites the client's request head for a backend: origin-form target, Host kept (or taken
 /// from an absolute-form target), HTTP/1.1, hop-by-hop headers out, X-Forwarded-* in.
-fn prepare(parts: &mut Parts, peer: &Peer) {
+pub(super) fn prepare(parts: &mut Parts, peer: &Peer) {
     strip_hop_by_hop(&mut parts.headers);
     if let Some(authority) = parts.uri.authority() {
         // Absolute-form: the target's authority overrides Host (RFC 9112 §3.2.2).
@@ -217,7 +230,7 @@ fn idempotent(m: &Method) -> bool {
 const RETRY_BUFFER: u64 = 64 * 1024;
 
 /// Takes a backend out after a failed connect; logs only the change.
-fn mark_down(b: &Backend, why: &str) {
+pub(super) fn mark_down(b: &Backend, why: &str) {
     b.errors.fetch_add(1, Relaxed);
     if b.set_healthy(false) {
         crate::term::warn(&format!(
@@ -275,6 +288,14 @@ pub async fn forward(
     );
     if let Some(refused) = over_limits(&w, client, &parts) {
         return Ok(refused);
+    }
+    match super::tunnel::decide(&parts, &shared.upgrades) {
+        Decision::Plain => {}
+        // Boxed: the tunnel's state stays out of every plain request's future.
+        Decision::Tunnel(up) => {
+            return Ok(Box::pin(super::tunnel::open(w, peer, parts, body, up)).await)
+        }
+        Decision::Refuse(why) => return Ok(super::tunnel::refuse(why)),
     }
     let key = match policy.algorithm {
         Algorithm::Hash => policy.hash_key.of(&parts.headers, client),
@@ -513,6 +534,22 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["close", "x-keep"]);
+    }
+
+    #[test]
+    fn http2_over_tls_goes_out_as_http11_with_host_from_the_authority() {
+        let (mut parts, _) = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("https://example.com/p")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let peer = Peer::new("192.0.2.7:5555".parse().unwrap()).with_tls(true);
+        prepare(&mut parts, &peer);
+        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(parts.uri, "/p");
+        assert_eq!(parts.headers["host"], "example.com");
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
     }
 
     #[test]

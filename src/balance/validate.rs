@@ -5,11 +5,19 @@ use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{StatusCode, Version};
 
+use crate::core::server::MAX_HEAD;
+
 /// Why a request is refused: the status and a short plain-text reason.
 pub type Refusal = (StatusCode, &'static str);
 
 /// Checks one request head before it is forwarded.
 pub fn check(parts: &Parts) -> Result<(), Refusal> {
+    if head_size(parts) > MAX_HEAD {
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 request header fields too large: the request head is over 64 KiB\n",
+        ));
+    }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -52,6 +60,20 @@ pub fn check(parts: &Parts) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+/// The request line's and the header fields' length (names and values), however the head
+/// arrived: hyper's HTTP/1 buffer and HTTP/2 header list limits are only approximations of it.
+fn head_size(parts: &Parts) -> usize {
+    let target = parts.uri.scheme_str().map_or(0, str::len)
+        + parts.uri.authority().map_or(0, |a| a.as_str().len())
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    parts.method.as_str().len() + target + fields
 }
 
 /// True when `host` (a Host header value) names `auth_host:auth_port`.
@@ -105,6 +127,41 @@ mod tests {
         assert!(check(&bad).is_err());
         let v6 = parts(Request::get("http://[::1]:8080/").header("host", "[::1]:8080"));
         assert!(check(&v6).is_ok());
+    }
+
+    #[test]
+    fn heads_over_64_kib_are_refused() {
+        let ok = parts(
+            Request::get("/")
+                .header("host", "a")
+                .header("x", "b".repeat(60_000)),
+        );
+        assert!(check(&ok).is_ok());
+        let big = parts(
+            Request::get("/")
+                .header("host", "a")
+                .header("x", "b".repeat(70_000)),
+        );
+        assert_eq!(
+            check(&big).unwrap_err().0,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let many = (0..40).fold(Request::get("/").header("host", "a"), |b, i| {
+            b.header(format!("x-{i}"), "c".repeat(2_000))
+        });
+        assert!(check(&parts(many)).is_err(), "the fields add up");
+    }
+
+    #[test]
+    fn http2_carries_the_authority_in_the_target() {
+        let h2 = parts(Request::get("http://example.com:8080/x").version(Version::HTTP_2));
+        assert!(check(&h2).is_ok());
+        let both = parts(
+            Request::get("https://example.com/x")
+                .version(Version::HTTP_2)
+                .header("host", "example.com:443"),
+        );
+        assert!(check(&both).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod client;
 pub mod clock;
 pub mod health;
+pub mod idle;
 pub mod outlier;
 pub mod pool;
 pub mod prober;

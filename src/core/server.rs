@@ -1,5 +1,6 @@
 //! Serving side shared by `serve` and `balance`: SO_REUSEPORT listeners, one current-thread
-//! runtime per worker (no cross-core locks), HTTP/1.1 connections with graceful shutdown.
+//! runtime per worker (no cross-core locks), HTTP/1.1 and HTTP/2 (h2c by its preface, h2 by
+//! ALPN) on one port, optional TLS termination, upgrades, and graceful shutdown.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -9,19 +10,26 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::idle::{Activity, Tracked};
 use anyhow::{anyhow, Context as _};
+use arc_swap::ArcSwap;
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
-/// Largest request head accepted; beyond it hyper answers 431 (Envoy's default is 60 KiB,
-/// nginx's 4 x 8 KiB).
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest request head accepted (Envoy's default is 60 KiB, nginx's 4 x 8 KiB). The auto
+/// builder cannot set hyper's `max_header_size`, so `balance::validate` counts heads against
+/// this; hyper's read buffer, bounded a little above it, answers 431 to anything larger.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// hyper's HTTP/1 read buffer bound: a head that does not fit gets 431.
+const MAX_BUF: usize = MAX_HEAD + 16 * 1024;
 
 /// Listen backlog: sized for connection bursts (the kernel caps it at somaxconn).
 const BACKLOG: i32 = 4096;
@@ -146,20 +154,50 @@ impl Workers {
     }
 }
 
-/// HTTP/1.1 connection settings.
+/// Runs hyper's per-connection tasks (HTTP/2 streams) on the worker's `LocalSet`: workers are
+/// current-thread runtimes, and the services hold `Rc`s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(async move {
+            let _ = fut.await;
+        });
+    }
+}
+
+/// A TLS server configuration that a reload may swap (new certificate files).
+pub type TlsConfig = Arc<ArcSwap<rustls::ServerConfig>>;
+
+/// What the service factory learns about a new connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// True when the connection came over TLS.
+    pub tls: bool,
+}
+
+/// Connection settings.
 #[derive(Clone, Debug)]
 pub struct ConnOptions {
     /// Time a client has to send a complete request head. Without `idle_timeout` it covers
-    /// every request, keep-alive waits included; with it, only a new connection's first.
+    /// every request, keep-alive waits included; with it, only a new connection's first. A new
+    /// connection's TLS handshake counts against it too.
     pub header_timeout: Duration,
     /// How long to wait for in-flight requests at shutdown.
     pub grace: Duration,
     /// Time a keep-alive connection may wait for its next request head (hyper's header read
-    /// timer starts when a connection goes idle, so this bounds idle time plus head time).
+    /// timer starts when a connection goes idle, so this bounds idle time plus head time). A
+    /// connection (HTTP/2 ones included) that moves no byte for this long is also closed
+    /// gracefully.
     pub idle_timeout: Option<Duration>,
     /// Connections this accept loop keeps open at once; beyond it, it stops accepting and new
     /// connections wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+    /// Terminate TLS on this listener (the handshake counts against `header_timeout`).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ConnOptions {
@@ -169,6 +207,7 @@ impl Default for ConnOptions {
             grace: Duration::from_secs(10),
             idle_timeout: None,
             max_connections: None,
+            tls: None,
         }
     }
 }
@@ -210,15 +249,16 @@ where
     }
 }
 
-/// Accepts on `listener` until shutdown, serving each connection with the service `make(peer)`
-/// returns; then stops accepting and waits (up to `grace`) for open requests to finish.
+/// Accepts on `listener` until shutdown, serving each connection (HTTP/1.1 or HTTP/2, over TLS
+/// when `opts.tls` is set) with the service `make(info)` returns; then stops accepting and
+/// waits (up to `grace`) for open requests to finish.
 pub async fn accept_loop<M, S, B>(
     listener: std::net::TcpListener,
     opts: ConnOptions,
     mut shutdown: watch::Receiver<bool>,
     make: M,
 ) where
-    M: Fn(SocketAddr) -> S,
+    M: Fn(ConnInfo) -> S,
     S: Service<Request<Incoming>, Response = Response<B>> + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: 'static,
@@ -232,14 +272,19 @@ pub async fn accept_loop<M, S, B>(
             return;
         }
     };
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(LocalExec);
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.idle_timeout.unwrap_or(opts.header_timeout))
-        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_BUF)
         .writev(false)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32);
+    let builder = Rc::new(builder);
     let slots = Rc::new(Slots::default());
     'accept: loop {
         if let Some(max) = opts.max_connections {
@@ -270,32 +315,97 @@ pub async fn accept_loop<M, S, B>(
                 slots.open.set(slots.open.get() + 1);
                 let slot = Slot(slots.clone());
                 let seen = Rc::new(Cell::new(false));
-                let service = FirstRequest { inner: make(peer), seen: seen.clone() };
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                let first_head = opts.idle_timeout.map(|_| opts.header_timeout);
+                let info = ConnInfo { peer, tls: opts.tls.is_some() };
+                let service = FirstRequest { inner: make(info), seen };
+                let conn = Conn {
+                    builder: builder.clone(),
+                    shutdown: shutdown.clone(),
+                    // Slowloris: the TLS handshake and the first request head must be complete
+                    // in time (hyper's header timer only starts once the auto builder has told
+                    // HTTP/1 from HTTP/2); later heads are bounded by hyper's timer.
+                    deadline: Instant::now() + opts.header_timeout,
+                    idle: opts.idle_timeout,
+                };
+                let tls = opts.tls.as_ref().map(|t| t.load_full());
                 tokio::task::spawn_local(async move {
                     let _slot = slot;
-                    tokio::pin!(conn);
-                    if let Some(limit) = first_head {
-                        // Slowloris: the first request head must be complete in time; later
-                        // ones are bounded by hyper's timer (the idle timeout).
-                        tokio::select! {
-                            _ = &mut conn => return,
-                            _ = tokio::time::sleep(limit) => {
-                                if !seen.get() {
-                                    return; // dropping the connection closes it
-                                }
+                    match tls {
+                        None => conn.serve(stream, service).await,
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            let handshake = tokio::time::timeout_at(conn.deadline, acceptor.accept(stream));
+                            if let Ok(Ok(tls)) = handshake.await {
+                                conn.serve(tls, service).await;
                             }
                         }
                     }
-                    let _ = conn.await;
                 });
             }
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(opts.grace, graceful.shutdown()).await;
+    // Every connection task has seen the shutdown and is closing gracefully (those still in
+    // their TLS handshake are bounded by the header timeout): wait for them all to end.
+    let deadline = Instant::now() + opts.grace;
+    while slots.open.get() > 0 {
+        tokio::select! {
+            _ = slots.freed.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+}
+
+/// One accepted connection's serving context.
+struct Conn {
+    builder: Rc<auto::Builder<LocalExec>>,
+    shutdown: watch::Receiver<bool>,
+    deadline: Instant,
+    idle: Option<Duration>,
+}
+
+impl Conn {
+    /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface) on `io` until it closes. At
+    /// shutdown, and when no byte has moved for the idle timeout (hyper's header timer only
+    /// covers HTTP/1), the connection closes gracefully: requests in flight finish first.
+    async fn serve<I, S, B>(mut self, io: I, service: FirstRequest<S>)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let seen = service.seen.clone();
+        let activity = Activity::new();
+        let io = Tracked::new(io, activity.clone());
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        tokio::pin!(conn);
+        let mut first_head = true;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = &mut conn => return,
+                _ = self.shutdown.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(self.deadline), if first_head => {
+                    if !seen.get() {
+                        return; // dropping the connection closes it
+                    }
+                    first_head = false;
+                }
+                _ = activity.idle_for(self.idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// Blocks until SIGINT or SIGTERM.

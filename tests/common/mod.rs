@@ -471,3 +471,32 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
         .as_nanos();
     std::env::temp_dir().join(format!("lbx-{name}-{}-{nanos}", std::process::id()))
 }
+
+/// A raw backend that answers `/healthcheck` with 200 and every other request with `answer`,
+/// then closes (the thread ends with the test process).
+pub fn canned_backend(answer: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let reply: &[u8] = if head.starts_with(b"GET /healthcheck") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                } else {
+                    answer
+                };
+                let _ = c.write_all(reply);
+            });
+        }
+    });
+    addr
+}

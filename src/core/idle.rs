@@ -1,0 +1,146 @@
+//! Idleness of a byte stream: an IO wrapper that notes when bytes last moved through it, and a
+//! wait that ends once none have for a given time (client connection and tunnel idle timeouts).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// When bytes last moved, shared by the streams of one connection or tunnel.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    /// Milliseconds from `base` to the last move (an atomic so the IO stays `Send`).
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    /// Starts counting idle time now.
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Relaxed))
+    }
+
+    /// Ends once no byte has moved for `idle` (never, without a duration).
+    pub async fn idle_for(&self, idle: Option<Duration>) {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let due = self.last() + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+/// A stream that notes in its [`Activity`] each read or write that moved bytes.
+pub struct Tracked<I> {
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I> Tracked<I> {
+    /// Wraps `io`, reporting to `activity`.
+    pub fn new(io: I, activity: Arc<Activity>) -> Tracked<I> {
+        Tracked { io, activity }
+    }
+
+    fn note<T>(&self, r: Poll<io::Result<T>>, moved: bool) -> Poll<io::Result<T>> {
+        if moved {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let moved = buf.filled().len() > before;
+        this.note(r, moved)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        let moved = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        this.note(r, moved)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let moved = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        this.note(r, moved)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_last_move() {
+        let activity = Activity::new();
+        let (a, mut peer) = tokio::io::duplex(64);
+        let mut a = Tracked::new(a, activity.clone());
+        let idle = Some(Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        peer.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        a.read_exact(&mut b).await.unwrap();
+        let t0 = Instant::now();
+        activity.idle_for(idle).await;
+        assert_eq!(Instant::now() - t0, Duration::from_secs(10));
+        let never = tokio::time::timeout(Duration::from_secs(3600), activity.idle_for(None));
+        assert!(never.await.is_err());
+    }
+}

@@ -1,0 +1,691 @@
+//! HTTP/2, TLS termination and WebSocket tunnels through the real balancer, checked with Rust
+//! clients (hyper, tokio-rustls, tokio-tungstenite) on loopback.
+
+mod common;
+use common::*;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a fresh current-thread runtime, bounded by `LIMIT`.
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(LIMIT, f)
+                .await
+                .expect("within the limit")
+        })
+}
+
+/// Reads a response body as JSON (serve's `/echo`).
+async fn json(resp: hyper::Response<hyper::body::Incoming>) -> Value {
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+}
+
+/// `GET uri` over HTTP/2 on an open stream.
+async fn h2_get<S>(io: S, uri: &str) -> (hyper::Response<hyper::body::Incoming>, Version)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(uri).body(Empty::new()).unwrap();
+    let resp = tx.send_request(req).await.expect("h2 response");
+    let v = resp.version();
+    (resp, v)
+}
+
+/// `GET path` over HTTP/1.1 on an open stream.
+async fn h1_get<S>(io: S, host: &str, path: &str) -> hyper::Response<hyper::body::Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    tx.send_request(req).await.expect("h1 response")
+}
+
+#[test]
+fn h2c_prior_knowledge_reaches_an_http11_backend() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    let v = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (resp, version) = h2_get(tcp, &format!("http://{addr}/echo?x=1")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(version, Version::HTTP_2);
+        json(resp).await
+    });
+    assert_eq!(v["path"], "/echo?x=1");
+    assert_eq!(
+        v["headers"]["host"],
+        addr.to_string(),
+        "Host from :authority"
+    );
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+    // HTTP/1.1 still works on the same port.
+    assert_eq!(get(addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn lbx_serve_speaks_h2c_too() {
+    let s = serve(1, &[]);
+    let addr = s.addr();
+    let status = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        h2_get(tcp, &format!("http://{addr}/")).await.0.status()
+    });
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_upgrade_to_h2c_is_forwarded_as_a_plain_request() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let r = request(
+        lb.addr(),
+        "GET",
+        "/echo",
+        &[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            v["headers"].get(h).is_none(),
+            "{h} reached the backend: {v}"
+        );
+    }
+}
+
+#[test]
+fn upgrades_other_than_websocket_are_refused_unless_allowed() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let ask = [("Connection", "Upgrade"), ("Upgrade", "foo/2")];
+    let r = request(lb.addr(), "GET", "/echo", &ask, b"").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("'foo/2'"), "{}", r.text());
+    assert!(r.text().contains("--allow-upgrade"), "{}", r.text());
+
+    let lb = balance(&[s.addr()], &["--workers", "1", "--allow-upgrade", "foo"]);
+    let r = request(lb.addr(), "GET", "/echo", &ask, b"").unwrap();
+    // serve does not switch, but the request reached it with its upgrade headers.
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["upgrade"], "foo/2", "{v}");
+    assert_eq!(v["headers"]["connection"], "upgrade", "{v}");
+}
+
+#[test]
+fn a_websocket_echo_round_trip_through_the_balancer() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+            .await
+            .expect("websocket handshake through the balancer");
+        assert_eq!(resp.status(), 101);
+        for text in ["hello", "again"] {
+            ws.send(Message::text(text)).await.unwrap();
+            let back = ws.next().await.expect("an answer").unwrap();
+            assert_eq!(back, Message::text(text));
+        }
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
+        let back = ws.next().await.expect("an answer").unwrap();
+        assert_eq!(back, Message::binary(vec![0u8, 1, 2, 255]));
+        ws.close(None).await.unwrap();
+    });
+    // The balancer keeps serving.
+    assert_eq!(get(addr, "/").unwrap().status, 200);
+}
+
+/// A self-signed certificate for `name`, written as PEM files; returns (cert, key, DER).
+fn cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let (cp, kp) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cp, c.cert.pem()).unwrap();
+    std::fs::write(&kp, c.signing_key.serialize_pem()).unwrap();
+    (cp, kp, c.cert.der().to_vec())
+}
+
+/// A TLS client trusting `roots` and offering `alpn`.
+fn connector(roots: &[Vec<u8>], alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone().into()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(c))
+}
+
+/// The DNS names of a certificate's subjectAltName.
+fn san(der: &[u8]) -> Vec<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    c.subject_alternative_name()
+        .unwrap()
+        .expect("a SAN")
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A balancer over `backend` whose main port serves TLS with a certificate for `localhost`
+/// (written to `dir`); returns it and the certificate (DER).
+fn balance_over_tls(backend: SocketAddr, dir: &std::path::Path) -> (Proc, Vec<u8>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (crt, key, der) = cert(dir, "localhost");
+    let (crt, key) = (crt.to_str().unwrap(), key.to_str().unwrap());
+    let lb = balance(
+        &[backend],
+        &["--workers", "1", "--tls-cert", crt, "--tls-key", key],
+    );
+    (lb, der)
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens TLS to `addr` asking for `sni`; returns the stream, the ALPN choice and the SAN.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: &[Vec<u8>],
+    sni: &str,
+    alpn: &[u8],
+) -> (Tls, Option<Vec<u8>>, Vec<String>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tls = connector(roots, alpn)
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let (_, conn) = tls.get_ref();
+    let chosen = conn.alpn_protocol().map(<[u8]>::to_vec);
+    let leaf = conn.peer_certificates().expect("a certificate")[0].to_vec();
+    (tls, chosen, san(&leaf))
+}
+
+#[test]
+fn tls_terminates_h2_and_http11_by_alpn_with_the_certificate_sni_names() {
+    let dir = temp_path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_crt, a_key, a_der) = cert(&dir, "a.test");
+    let (b_crt, b_key, b_der) = cert(&dir, "b.test");
+    let s = serve(1, &[]);
+    let p = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (a_crt, a_key, b_crt, b_key) = (p(&a_crt), p(&a_key), p(&b_crt), p(&b_key));
+    let lb = balance(
+        &[s.addr()],
+        &[
+            "--workers",
+            "1",
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            &a_crt,
+            "--tls-key",
+            &a_key,
+            "--tls-cert",
+            &b_crt,
+            "--tls-key",
+            &b_key,
+        ],
+    );
+    let tls_addr: SocketAddr = lb
+        .wait_line("tls listening on ", LIMIT)
+        .expect("tls listening line")
+        .parse()
+        .unwrap();
+    assert_ne!(tls_addr, lb.addr());
+    let roots = vec![a_der, b_der];
+    let (h2, h1) = block_on(async move {
+        let (io, alpn, names) = tls_connect(tls_addr, &roots, "a.test", b"h2").await;
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(names, ["a.test"]);
+        let (resp, version) = h2_get(io, "https://a.test/echo").await;
+        assert_eq!((resp.status().as_u16(), version), (200, Version::HTTP_2));
+        let h2 = json(resp).await;
+
+        let (io, alpn, names) = tls_connect(tls_addr, &roots, "b.test", b"http/1.1").await;
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        assert_eq!(names, ["b.test"]);
+        let resp = h1_get(io, "b.test", "/echo").await;
+        assert_eq!(
+            (resp.status().as_u16(), resp.version()),
+            (200, Version::HTTP_11)
+        );
+        (h2, json(resp).await)
+    });
+    assert_eq!(h2["headers"]["x-forwarded-proto"], "https", "{h2}");
+    assert_eq!(h2["headers"]["host"], "a.test", "{h2}");
+    assert_eq!(h1["headers"]["x-forwarded-proto"], "https", "{h1}");
+    // The plain port still serves plain HTTP.
+    let r = request(lb.addr(), "GET", "/echo", &[], b"").unwrap();
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn certificates_without_tls_port_make_the_main_port_serve_tls() {
+    let dir = temp_path("tls-main");
+    let s = serve(1, &[]);
+    let (lb, der) = balance_over_tls(s.addr(), &dir);
+    let tls_addr: SocketAddr = lb
+        .wait_line("tls listening on ", LIMIT)
+        .expect("tls listening line")
+        .parse()
+        .unwrap();
+    assert_eq!(tls_addr, lb.addr());
+    let status = block_on(async move {
+        let (io, alpn, _) = tls_connect(tls_addr, &[der], "localhost", b"http/1.1").await;
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        h1_get(io, "localhost", "/").await.status()
+    });
+    assert_eq!(status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_http2_drives_the_h2c_listener() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let url = format!("http://{}/", lb.addr());
+    let out = run_lbx(
+        &[
+            "bench",
+            "--json",
+            "--no-progress",
+            "--http2",
+            "-c",
+            "2",
+            "-n",
+            "100",
+            &url,
+        ],
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["http_version"], "2");
+    assert_eq!(v["summary"]["successes"], 100, "{v}");
+    assert_eq!(v["status_codes"]["200"], 100, "{v}");
+}
+
+#[test]
+fn bad_tls_flags_exit_2_naming_the_file_or_value() {
+    let b = format!("127.0.0.1:{}", closed_port());
+    let base = [
+        "balance",
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "-b",
+        b.as_str(),
+    ];
+    let missing = temp_path("missing.crt");
+    let missing = missing.to_str().unwrap();
+    let dir = temp_path("tls-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_crt, _, _) = cert(&dir, "a.test");
+    let (_, b_key, _) = cert(&dir, "b.test");
+    let (a_crt, b_key) = (a_crt.to_str().unwrap(), b_key.to_str().unwrap());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-cert", missing, "--tls-key", missing], missing),
+        (vec!["--tls-cert", a_crt, "--tls-key", b_key], a_crt),
+        (vec!["--tls-cert", a_crt, "--tls-key", a_crt], a_crt),
+        (vec!["--tls-cert", missing], "--tls-key"),
+        (vec!["--tls-port", "0"], "--tls-port"),
+        (vec!["--tunnel-timeout", "soon"], "soon"),
+    ];
+    for (extra, named) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(&extra);
+        let out = run_lbx(&args, LIMIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(named), "{extra:?} should name {named}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn certificate_files_are_re_read_on_reload() {
+    let dir = temp_path("tls-reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key, old) = cert(&dir, "localhost");
+    let s = serve(1, &[]);
+    let config = dir.join("lbx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "backends = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            s.addr()
+        ),
+    )
+    .unwrap();
+    let (crt_s, key_s) = (crt.to_str().unwrap(), key.to_str().unwrap());
+    let args = [
+        "balance",
+        "--config",
+        config.to_str().unwrap(),
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "1",
+        "--tls-port",
+        "0",
+        "--tls-cert",
+        crt_s,
+        "--tls-key",
+        key_s,
+    ];
+    let lb = Proc::start(&args, 1);
+    let admin: SocketAddr = lb
+        .wait_line("admin listening on ", LIMIT)
+        .expect("admin line")
+        .parse()
+        .unwrap();
+    let tls_addr: SocketAddr = lb
+        .wait_line("tls listening on ", LIMIT)
+        .expect("tls listening line")
+        .parse()
+        .unwrap();
+    let leaf = |roots: Vec<Vec<u8>>| {
+        block_on(async move {
+            let (io, _, _) = tls_connect(tls_addr, &roots, "localhost", b"http/1.1").await;
+            io.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+        })
+    };
+    assert_eq!(leaf(vec![old.clone()]), old);
+    let (_, _, new) = cert(&dir, "localhost"); // same files, a new certificate
+    assert_ne!(new, old);
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        leaf(vec![new.clone()]),
+        new,
+        "new connections get the new one"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn heads_over_64_kib_get_431_over_http1_and_http2() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    let statuses = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut statuses = Vec::new();
+        for n in [60_000, 70_000] {
+            let req = Request::get(format!("http://{addr}/echo"))
+                .header("x-big", "a".repeat(n))
+                .body(Empty::new())
+                .unwrap();
+            statuses.push(tx.send_request(req).await.expect("an answer").status());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [200, 431]);
+    // HTTP/1.1: below hyper's read buffer bound, the head is still counted.
+    for (n, want) in [(60_000, 200), (70_000, 431)] {
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(n)
+        );
+        assert_eq!(raw_status(&raw(addr, head.as_bytes())), Some(want), "{n}");
+    }
+}
+
+#[test]
+fn an_idle_http2_connection_is_closed() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1", "--idle-timeout", "300ms"]);
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(tx.send_request(req).await.unwrap().status(), 200);
+        // The balancer says goodbye; the connection ends (within the test's bound).
+        conn.await.unwrap().expect("a clean close");
+    });
+}
+
+#[test]
+fn sigterm_lets_in_flight_http2_requests_finish() {
+    let s = serve(1, &["--delay", "1s"]);
+    let mut lb = balance(&[s.addr()], &["--workers", "1", "--grace", "10s"]);
+    let addr = lb.addr();
+    let slow = std::thread::spawn(move || {
+        block_on(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (resp, version) = h2_get(tcp, &format!("http://{addr}/")).await;
+            (resp.status(), version)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    lb.signal("TERM");
+    let (status, version) = slow.join().unwrap();
+    assert_eq!((status.as_u16(), version), (200, Version::HTTP_2));
+    assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn a_backend_declining_an_upgrade_has_its_answer_passed_on() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let ask = [("Connection", "Upgrade"), ("Upgrade", "websocket")];
+    // No Sec-WebSocket-Key: serve refuses the handshake.
+    let r = request(lb.addr(), "GET", "/ws", &ask, b"").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("WebSocket handshake"), "{}", r.text());
+    let r = request(lb.addr(), "GET", "/", &ask, b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello from server 1"));
+}
+
+#[test]
+fn an_idle_websocket_tunnel_is_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = serve(1, &[]);
+    let lb = balance(
+        &[s.addr()],
+        &["--workers", "1", "--tunnel-timeout", "300ms"],
+    );
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+            .await
+            .expect("websocket handshake");
+        ws.send(Message::text("x")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
+        // Then silence: the balancer closes the tunnel (within the test's bound).
+        match ws.next().await {
+            None | Some(Err(_)) => {}
+            Some(Ok(m)) => panic!("unexpected {m:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_client_stalling_before_its_protocol_is_known_is_cut_off() {
+    use std::io::{Read, Write};
+    let s = serve(1, &[]);
+    let lb = balance(
+        &[s.addr()],
+        &["--workers", "1", "--header-timeout", "300ms"],
+    );
+    // Fewer bytes than the HTTP/2 preface: the auto builder is still telling the versions apart.
+    let mut c = std::net::TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    c.write_all(b"GE").unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(c.read(&mut buf).expect("closed, not timed out"), 0);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    use std::io::{Read, Write};
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let mut c = std::net::TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 25];
+    c.read_exact(&mut buf).unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 100 Continue\r\n"), "{buf:?}");
+    c.write_all(b"hello").unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let start = rest
+        .windows(4)
+        .position(|w| w == b"HTTP")
+        .expect("a final answer");
+    let r = parse_response(&rest[start..], false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["body_len"], 5);
+}
+
+#[test]
+fn response_trailers_reach_http1_and_http2_clients() {
+    let b = canned_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n",
+    );
+    let lb = balance(&[b], &["--workers", "1", "--interval", "1h"]);
+    let addr = lb.addr();
+    let resp = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.contains("hello"), "{text}");
+    assert!(text.contains("\r\n0\r\nx-checksum: abc\r\n"), "{text}");
+    let trailers = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (resp, _) = h2_get(tcp, &format!("http://{addr}/")).await;
+        let body = resp.into_body().collect().await.unwrap();
+        body.trailers().cloned()
+    });
+    let trailers = trailers.expect("trailers over HTTP/2");
+    assert_eq!(trailers["x-checksum"], "abc");
+}
+
+#[test]
+fn a_websocket_round_trip_over_the_tls_listener() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = temp_path("wss");
+    let s = serve(1, &[]);
+    let (lb, der) = balance_over_tls(s.addr(), &dir);
+    let addr = lb.addr();
+    block_on(async move {
+        let (io, _, _) = tls_connect(addr, &[der], "localhost", b"http/1.1").await;
+        let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/ws", io)
+            .await
+            .expect("websocket handshake over TLS");
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text("over tls")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
+        ws.close(None).await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_http2_request_body_reaches_the_http11_backend() {
+    use http_body_util::Full;
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let addr = lb.addr();
+    let v = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let body = Full::new(Bytes::from(vec![b'x'; 100_000]));
+        let req = Request::post(format!("http://{addr}/echo"))
+            .body(body)
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        json(resp).await
+    });
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["body_len"], 100_000, "{v}");
+}
