@@ -73,7 +73,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__balance)
-            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --algorithm --hash-key --eject-after --slow-start --retries --response-timeout --header-timeout --idle-timeout --max-connections --max-body --rate-limit --config --admin --admin-token --access-log --access-log-format --log-level --help --version"
+            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --algorithm --hash-key --eject-after --slow-start --retries --response-timeout --header-timeout --idle-timeout --max-connections --max-body --rate-limit --config --admin --admin-token --access-log --access-log-format --log-level --discover --dns-refresh --dns-server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +196,18 @@ _lbx() {
                     return 0
                     ;;
                 --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --discover)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns-refresh)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns-server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -523,7 +535,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__serve)
-            opts="-p -h -V --id --port --host --delay --fail-rate --workers --help --version"
+            opts="-p -h -V --id --port --host --delay --fail-rate --workers --register --register-ttl --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -554,6 +566,14 @@ _lbx() {
                     return 0
                     ;;
                 --workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --register)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --register-ttl)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

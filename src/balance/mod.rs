@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod discovery;
 pub mod limits;
 pub mod metrics;
 mod outcome;
@@ -76,6 +77,7 @@ pub struct BalanceHandle {
     /// Run-time changes to the backend set.
     pub registry: Arc<registry::Registry>,
     control: Option<std::thread::JoinHandle<()>>,
+    discovery: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BalanceHandle {
@@ -86,6 +88,9 @@ impl BalanceHandle {
         let _ = self.prober.join();
         if let Some(c) = self.control {
             let _ = c.join();
+        }
+        if let Some(d) = self.discovery {
+            let _ = d.join();
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct OpsConfig {
     pub access_log: Option<access_log::AccessLogConfig>,
     /// Re-reads the config file on SIGHUP and `POST /reload` (when run with `--config`).
     pub reloader: Option<Arc<config::Reloader>>,
+    /// Backends discovered from DNS and etcd.
+    pub discovery: discovery::DiscoveryConfig,
 }
 
 impl OpsConfig {
@@ -136,6 +143,19 @@ impl OpsConfig {
                 format: a.access_log_format,
             }),
             reloader: None,
+            discovery: discovery::DiscoveryConfig {
+                sources: a
+                    .backends
+                    .iter()
+                    .filter_map(|b| match b {
+                        discovery::BackendSpec::Discovered(s) => Some(s.clone()),
+                        discovery::BackendSpec::Static(_) => None,
+                    })
+                    .chain(a.discover.iter().cloned())
+                    .collect(),
+                dns_refresh: a.dns_refresh,
+                dns_server: a.dns_server,
+            },
         }
     }
 }
@@ -145,7 +165,7 @@ impl BalanceConfig {
     pub fn from_args(a: &BalanceArgs) -> BalanceConfig {
         BalanceConfig {
             listen: SocketAddr::new(a.host, a.port),
-            backends: a.backends.iter().map(|w| w.target.clone()).collect(),
+            backends: statics(a).map(|w| w.target.clone()).collect(),
             health: HealthCheck {
                 spec: ProbeSpec::get(&a.health_path, a.timeout),
                 interval: a.interval,
@@ -158,7 +178,7 @@ impl BalanceConfig {
             policy: Policy {
                 algorithm: a.algorithm,
                 hash_key: a.hash_key.clone(),
-                weights: a.backends.iter().map(|w| w.weight).collect(),
+                weights: statics(a).map(|w| w.weight).collect(),
                 outlier: crate::core::outlier::Outlier {
                     eject_after: a.eject_after,
                     ..Default::default()
@@ -175,6 +195,11 @@ impl BalanceConfig {
             ops: OpsConfig::from_args(a),
         }
     }
+}
+
+/// The fixed `-b` backends (not the DNS names).
+fn statics(a: &BalanceArgs) -> impl Iterator<Item = &crate::core::addr::WeightedTarget> {
+    a.backends.iter().filter_map(|b| b.as_static())
 }
 
 /// Binds, starts the workers and the prober; does not print.
@@ -261,7 +286,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let registry = Arc::new(registry::Registry::new(pool.clone()));
     // Health check settings a reload changes reach the prober through this channel.
     let (health_tx, health_rx) = tokio::sync::watch::channel(cfg.health.clone());
-    let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() {
+    let discovering = !cfg.ops.discovery.sources.is_empty();
+    // Sources remove backends too, and the control thread sweeps finished removals.
+    let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() || discovering {
         let reload = cfg.ops.reloader.clone().map(|r| {
             let reg = registry.clone();
             Arc::new(move || {
@@ -291,6 +318,11 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     } else {
         None
     };
+    let discovery = discovery::spawn(
+        cfg.ops.discovery.clone(),
+        registry.clone(),
+        workers.subscribe(),
+    )?;
     let (p, d, hc, stop) = (pool.clone(), dialer, health_rx, workers.subscribe());
     let prober = std::thread::Builder::new()
         .name("lbx-prober".into())
@@ -331,6 +363,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         admin_addr,
         registry,
         control,
+        discovery,
     })
 }
 
@@ -377,6 +410,9 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
         cfg.policy.algorithm.name(),
         list.join(", ")
     ));
+    for s in &cfg.ops.discovery.sources {
+        term::out(&format!("discovering backends from {s}"));
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
