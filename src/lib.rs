@@ -9,6 +9,7 @@ pub mod core;
 pub mod demo;
 pub mod generate;
 pub mod logging;
+pub mod register;
 pub mod serve;
 pub mod term;
 
