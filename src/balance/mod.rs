@@ -403,13 +403,20 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
             _ => t.to_string(),
         })
         .collect();
-    term::out(&format!(
-        "balancing over {} backend{} ({}): {}",
-        list.len(),
-        if list.len() == 1 { "" } else { "s" },
-        cfg.policy.algorithm.name(),
-        list.join(", ")
-    ));
+    if !list.is_empty() || cfg.ops.discovery.sources.is_empty() {
+        term::out(&format!(
+            "balancing over {} backend{} ({}): {}",
+            list.len(),
+            if list.len() == 1 { "" } else { "s" },
+            cfg.policy.algorithm.name(),
+            list.join(", ")
+        ));
+    } else {
+        term::out(&format!(
+            "balancing over discovered backends ({})",
+            cfg.policy.algorithm.name()
+        ));
+    }
     for s in &cfg.ops.discovery.sources {
         term::out(&format!("discovering backends from {s}"));
     }
