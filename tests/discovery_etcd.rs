@@ -24,19 +24,24 @@ struct Etcd {
 
 impl Etcd {
     fn start() -> Option<Etcd> {
+        let mut e = Etcd::prepare()?;
+        e.launch();
+        Some(e)
+    }
+
+    /// Picks the ports and the directory without starting etcd.
+    fn prepare() -> Option<Etcd> {
         let Some(bin) = installed("etcd") else {
             eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");
             return None;
         };
-        let mut e = Etcd {
+        Some(Etcd {
             bin,
             dir: temp_path("etcd"),
             client: SocketAddr::from(([127, 0, 0, 1], closed_port())),
             peer: SocketAddr::from(([127, 0, 0, 1], closed_port())),
             proc: None,
-        };
-        e.launch();
-        Some(e)
+        })
     }
 
     /// Starts (or restarts) the process on the same ports and data, and waits until it answers.
@@ -265,4 +270,27 @@ fn a_restarted_etcd_does_not_cost_the_pool() {
         "{:?}",
         pool_of(admin)
     );
+}
+
+#[test]
+fn a_server_and_a_balancer_started_before_etcd_catch_up_once_it_is_up() {
+    let Some(mut etcd) = Etcd::prepare() else {
+        return;
+    };
+    let (lb, admin) = discovering(&etcd, &[]);
+    let a = registered(&etcd, 1, "10s");
+    assert!(wait_until(LIMIT, || {
+        a.stderr_so_far()
+            .iter()
+            .any(|l| l.contains("registering in") && l.contains("retrying"))
+    }));
+    assert!(addrs(admin).is_empty());
+    etcd.launch();
+    let want = vec![a.addr().to_string()];
+    assert!(
+        wait_until(LIMIT, || addrs(admin) == want),
+        "{:?}",
+        addrs(admin)
+    );
+    assert!(wait_until(LIMIT, || get(lb.addr(), "/").is_ok_and(|r| r.status == 200)));
 }
