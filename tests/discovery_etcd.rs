@@ -139,18 +139,23 @@ fn addrs(admin: SocketAddr) -> Vec<String> {
 
 const LIMIT: Duration = Duration::from_secs(15);
 
-#[test]
-fn a_registered_server_joins_the_pool_and_leaves_at_shutdown() {
-    let Some(etcd) = Etcd::start() else { return };
-    let (lb, admin) = discovering(&etcd, &[]);
-    let a = registered(&etcd, 1, "10s");
-    let want = vec![a.addr().to_string()];
+/// Waits until `server` is the balancer's whole pool and takes its traffic.
+fn serves_only(lb: &Proc, admin: SocketAddr, server: &Proc) {
+    let want = vec![server.addr().to_string()];
     assert!(
         wait_until(LIMIT, || addrs(admin) == want),
         "{:?}",
         addrs(admin)
     );
     assert!(wait_until(LIMIT, || get(lb.addr(), "/").is_ok_and(|r| r.status == 200)));
+}
+
+#[test]
+fn a_registered_server_joins_the_pool_and_leaves_at_shutdown() {
+    let Some(etcd) = Etcd::start() else { return };
+    let (lb, admin) = discovering(&etcd, &[]);
+    let a = registered(&etcd, 1, "10s");
+    serves_only(&lb, admin, &a);
     assert_eq!(etcd.keys().unwrap(), [format!("{PREFIX}{}", a.addr())]);
     // A graceful stop deletes the key at once, well before the lease would run out.
     let mut a = a;
@@ -286,11 +291,5 @@ fn a_server_and_a_balancer_started_before_etcd_catch_up_once_it_is_up() {
     }));
     assert!(addrs(admin).is_empty());
     etcd.launch();
-    let want = vec![a.addr().to_string()];
-    assert!(
-        wait_until(LIMIT, || addrs(admin) == want),
-        "{:?}",
-        addrs(admin)
-    );
-    assert!(wait_until(LIMIT, || get(lb.addr(), "/").is_ok_and(|r| r.status == 200)));
+    serves_only(&lb, admin, &a);
 }
