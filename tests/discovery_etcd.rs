@@ -293,3 +293,53 @@ fn a_server_and_a_balancer_started_before_etcd_catch_up_once_it_is_up() {
     etcd.launch();
     serves_only(&lb, admin, &a);
 }
+
+#[test]
+fn a_config_reload_keeps_what_etcd_discovered() {
+    let Some(etcd) = Etcd::start() else { return };
+    let (a, b, c) = (serve(1, &[]), serve(2, &[]), serve(3, &[]));
+    etcd.put(
+        &format!("{PREFIX}b"),
+        &format!(r#"{{"address": "{}"}}"#, b.addr()),
+    );
+    let file = temp_path("discover.toml");
+    let write = |addrs: &[SocketAddr]| {
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        std::fs::write(&file, format!("backends = [{}]\n", list.join(", "))).unwrap();
+    };
+    write(&[a.addr()]);
+    let url = etcd.url();
+    let conf = file.to_str().unwrap();
+    let (lb, admin) = balance_args_with_admin(&["--config", conf, "--discover", &url]);
+    let mut want = vec![a.addr().to_string(), b.addr().to_string()];
+    want.sort();
+    assert!(
+        wait_until(LIMIT, || addrs(admin) == want),
+        "{:?}",
+        addrs(admin)
+    );
+    // The file swaps a for c: b, which etcd gave, stays.
+    write(&[c.addr()]);
+    lb.signal("HUP");
+    let mut want = vec![b.addr().to_string(), c.addr().to_string()];
+    want.sort();
+    assert!(
+        wait_until(LIMIT, || addrs(admin) == want),
+        "{:?}",
+        addrs(admin)
+    );
+    // etcd dropping b removes it; the file's c stays.
+    assert!(etcd
+        .call(
+            "/v3/kv/deleterange",
+            serde_json::json!({"key": B64.encode(format!("{PREFIX}b"))})
+        )
+        .is_some());
+    let only_c = vec![c.addr().to_string()];
+    assert!(
+        wait_until(LIMIT, || addrs(admin) == only_c),
+        "{:?}",
+        addrs(admin)
+    );
+    let _ = std::fs::remove_file(&file);
+}
