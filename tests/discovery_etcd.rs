@@ -139,14 +139,21 @@ fn addrs(admin: SocketAddr) -> Vec<String> {
 
 const LIMIT: Duration = Duration::from_secs(15);
 
-/// Waits until `server` is the balancer's whole pool and takes its traffic.
-fn serves_only(lb: &Proc, admin: SocketAddr, server: &Proc) {
-    let want = vec![server.addr().to_string()];
+/// Waits (bounded) until the balancer's pool is exactly `servers`; returns it.
+fn pool_becomes(admin: SocketAddr, servers: &[&Proc]) -> Vec<String> {
+    let mut want: Vec<String> = servers.iter().map(|s| s.addr().to_string()).collect();
+    want.sort();
     assert!(
         wait_until(LIMIT, || addrs(admin) == want),
         "{:?}",
         addrs(admin)
     );
+    want
+}
+
+/// Waits until `server` is the balancer's whole pool and takes its traffic.
+fn serves_only(lb: &Proc, admin: SocketAddr, server: &Proc) {
+    pool_becomes(admin, &[server]);
     assert!(wait_until(LIMIT, || get(lb.addr(), "/").is_ok_and(|r| r.status == 200)));
 }
 
@@ -175,23 +182,12 @@ fn a_killed_servers_lease_expires_and_it_leaves_the_pool() {
     let (_lb, admin) = discovering(&etcd, &[]);
     let a = registered(&etcd, 1, "2s");
     let b = registered(&etcd, 2, "2s");
-    let mut want = vec![a.addr().to_string(), b.addr().to_string()];
-    want.sort();
-    assert!(
-        wait_until(LIMIT, || addrs(admin) == want),
-        "{:?}",
-        addrs(admin)
-    );
+    let want = pool_becomes(admin, &[&a, &b]);
     // Kept alive past several TTLs.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(addrs(admin), want);
     b.signal("KILL");
-    let left = vec![a.addr().to_string()];
-    assert!(
-        wait_until(LIMIT, || addrs(admin) == left),
-        "{:?}",
-        addrs(admin)
-    );
+    pool_becomes(admin, &[&a]);
     assert_eq!(etcd.keys().unwrap(), [format!("{PREFIX}{}", a.addr())]);
 }
 
@@ -203,14 +199,9 @@ fn two_balancers_see_the_same_pool_and_hash_alike() {
     let servers: Vec<Proc> = (1..=3).map(|id| registered(&etcd, id, "10s")).collect();
     // The second balancer starts later, so it learns the same backends in another order.
     let (lb2, admin2) = discovering(&etcd, &hash);
-    let mut want: Vec<String> = servers.iter().map(|s| s.addr().to_string()).collect();
-    want.sort();
+    let all: Vec<&Proc> = servers.iter().collect();
     for admin in [admin1, admin2] {
-        assert!(
-            wait_until(LIMIT, || addrs(admin) == want),
-            "{:?}",
-            addrs(admin)
-        );
+        pool_becomes(admin, &all);
     }
     let all_up = |admin: SocketAddr| {
         wait_until(LIMIT, || {
@@ -311,23 +302,11 @@ fn a_config_reload_keeps_what_etcd_discovered() {
     let url = etcd.url();
     let conf = file.to_str().unwrap();
     let (lb, admin) = balance_args_with_admin(&["--config", conf, "--discover", &url]);
-    let mut want = vec![a.addr().to_string(), b.addr().to_string()];
-    want.sort();
-    assert!(
-        wait_until(LIMIT, || addrs(admin) == want),
-        "{:?}",
-        addrs(admin)
-    );
+    pool_becomes(admin, &[&a, &b]);
     // The file swaps a for c: b, which etcd gave, stays.
     write(&[c.addr()]);
     lb.signal("HUP");
-    let mut want = vec![b.addr().to_string(), c.addr().to_string()];
-    want.sort();
-    assert!(
-        wait_until(LIMIT, || addrs(admin) == want),
-        "{:?}",
-        addrs(admin)
-    );
+    pool_becomes(admin, &[&b, &c]);
     // etcd dropping b removes it; the file's c stays.
     assert!(etcd
         .call(
@@ -335,11 +314,6 @@ fn a_config_reload_keeps_what_etcd_discovered() {
             serde_json::json!({"key": B64.encode(format!("{PREFIX}b"))})
         )
         .is_some());
-    let only_c = vec![c.addr().to_string()];
-    assert!(
-        wait_until(LIMIT, || addrs(admin) == only_c),
-        "{:?}",
-        addrs(admin)
-    );
+    pool_becomes(admin, &[&c]);
     let _ = std::fs::remove_file(&file);
 }
