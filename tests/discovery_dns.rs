@@ -66,7 +66,7 @@ fn write_hosts(path: &std::path::Path, lines: &[String]) {
 
 #[test]
 fn a_records_added_and_removed_reach_the_pool() {
-    let hosts = temp_path("hosts");
+    let hosts = TempFile::new("hosts");
     // Two backends on one port, on two loopback addresses.
     let a = serve(1, &["--host", "127.0.0.2"]);
     let port = a.addr().port().to_string();
@@ -147,12 +147,11 @@ fn a_records_added_and_removed_reach_the_pool() {
     let errs = lb.stderr_so_far().join("\n");
     assert!(errs.contains("empty answer, keeping the set"), "{errs}");
     drop((a, b));
-    let _ = std::fs::remove_file(&hosts);
 }
 
 #[test]
 fn a_dead_dns_server_keeps_the_last_good_set() {
-    let hosts = temp_path("hosts-dead");
+    let hosts = TempFile::new("hosts-dead");
     let a = serve(1, &["--host", "127.0.0.4"]);
     let port = a.addr().port().to_string();
     write_hosts(&hosts, &["127.0.0.4 keep.lbx.test".into()]);
@@ -171,12 +170,11 @@ fn a_dead_dns_server_keeps_the_last_good_set() {
             .any(|l| l.contains("lookup failed, keeping the last good set"))
     }));
     assert_eq!(pool_of(admin), want);
-    let _ = std::fs::remove_file(&hosts);
 }
 
 #[test]
 fn srv_records_give_targets_ports_and_weights() {
-    let hosts = temp_path("hosts-srv");
+    let hosts = TempFile::new("hosts-srv");
     let a = serve(1, &[]);
     let b = serve(2, &[]);
     write_hosts(
@@ -215,5 +213,4 @@ fn srv_records_give_targets_ports_and_weights() {
         lb.addr(),
         12
     ) == 2));
-    let _ = std::fs::remove_file(&hosts);
 }
