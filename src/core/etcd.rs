@@ -177,12 +177,15 @@ impl Client {
     }
 
     /// Watches `prefix` from revision `from`, calling `on_events` for each batch of changes with
-    /// the batch's revision; returns (with an error) when the watch breaks, which is always
-    /// sooner or later: the caller re-reads and starts again.
+    /// the batch's revision. Returns `Ok` after `idle` without a message (a connection cut
+    /// without a FIN, e.g. by a partition, looks just like a quiet prefix, so the caller
+    /// re-reads to be sure) and an error when the watch breaks; either way the caller re-reads
+    /// and starts again.
     pub async fn watch_prefix(
         &self,
         prefix: &str,
         from: i64,
+        idle: Duration,
         mut on_events: impl FnMut(Vec<Event>, i64),
     ) -> Result<(), String> {
         let body = json!({"create_request": {
@@ -195,8 +198,12 @@ impl Client {
             .unwrap_or_else(|_| Err(format!("etcd {}: watch not accepted", self.endpoint)))?;
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| format!("etcd watch: {e}"))?;
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => return Ok(()),
+                Ok(None) => break,
+                Ok(Some(f)) => f.map_err(|e| format!("etcd watch: {e}"))?,
+            };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -368,6 +375,32 @@ mod tests {
         assert_eq!(prefix_end(b"/a/"), b"/a0");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff"), b"\0");
+    }
+
+    /// A gateway that accepts a watch and then says nothing, like a partitioned etcd.
+    #[tokio::test]
+    async fn a_silent_watch_ends_after_idle() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let c = Client::new(
+            Target::parse(&addr.to_string()).unwrap(),
+            Duration::from_secs(2),
+        );
+        let started = std::time::Instant::now();
+        let r = c
+            .watch_prefix("/p/", 1, Duration::from_millis(200), |_, _| {})
+            .await;
+        assert_eq!(r, Ok(()));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

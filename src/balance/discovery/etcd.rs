@@ -18,6 +18,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before re-reading after a failure (doubling up to [`RETRY_MAX`]).
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// A watch with no message for this long is restarted after a fresh read: a connection cut
+/// without a FIN (a partition) would otherwise look like a quiet prefix forever.
+const QUIET: Duration = Duration::from_secs(60);
 
 /// A key's value.
 #[derive(Deserialize)]
@@ -88,7 +91,7 @@ pub async fn follow(url: EtcdUrl, feed: Feed) {
                 }
                 feed.apply(&state.backends());
                 let broke = client
-                    .watch_prefix(&url.prefix, rev + 1, |events, _| {
+                    .watch_prefix(&url.prefix, rev + 1, QUIET, |events, _| {
                         for e in events {
                             match e {
                                 Event::Put(kv) => state.put(&feed, kv),
