@@ -41,6 +41,8 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             [CompletionResult]::new('--delay', '--delay', [CompletionResultType]::ParameterName, 'Delay added to every response, e.g. 20ms')
             [CompletionResult]::new('--fail-rate', '--fail-rate', [CompletionResultType]::ParameterName, 'Share of GET / requests answered 500, from 0 to 1')
             [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker threads (default: available cores)')
+            [CompletionResult]::new('--register', '--register', [CompletionResultType]::ParameterName, 'Register each listener in etcd under this key prefix, e.g. etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is deleted at shutdown and expires with the lease if the process dies')
+            [CompletionResult]::new('--register-ttl', '--register-ttl', [CompletionResultType]::ParameterName, 'Lease time-to-live for --register: how long a dead server stays registered')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -48,8 +50,8 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             break
         }
         'lbx;balance' {
-            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it)')
-            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it)')
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh')
             [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Port to listen on; 0 picks a free port')
             [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Port to listen on; 0 picks a free port')
             [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on')
@@ -84,6 +86,9 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             [CompletionResult]::new('--tls-port', '--tls-port', [CompletionResultType]::ParameterName, 'Serve TLS on this port beside the plain one on --port (without it, --port serves TLS when certificates are given); 0 picks a free port')
             [CompletionResult]::new('--tunnel-timeout', '--tunnel-timeout', [CompletionResultType]::ParameterName, 'Time a WebSocket (or other upgraded) tunnel may pass no bytes either way before it is closed')
             [CompletionResult]::new('--allow-upgrade', '--allow-upgrade', [CompletionResultType]::ParameterName, 'Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests are refused')
+            [CompletionResult]::new('--discover', '--discover', [CompletionResultType]::ParameterName, 'Follow the backends under an etcd key prefix (repeatable), e.g. etcd://127.0.0.1:2379/lbx/backends/; each key''s value is {"address": ":9001", "weight": 1}')
+            [CompletionResult]::new('--dns-refresh', '--dns-refresh', [CompletionResultType]::ParameterName, 'Longest time between two lookups of a dns:// or srv:// backend (sooner when the record''s TTL is shorter, at least 1s)')
+            [CompletionResult]::new('--dns-server', '--dns-server', [CompletionResultType]::ParameterName, 'DNS server for dns:// and srv:// backends, IP or IP:PORT [default: the system''s resolver]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::core::addr::{
-    parse_listen_host, parse_port_range, parse_weighted, Target, WeightedTarget,
-};
+use crate::balance::discovery::{BackendSpec, SourceSpec};
+use crate::core::addr::{parse_listen_host, parse_port_range, Target};
 use crate::core::select::hash::HashKey;
 use crate::core::select::Algorithm;
 use crate::core::units::{parse_count, parse_duration, parse_size};
@@ -40,7 +39,7 @@ pub enum Command {
     /// Run demo backends: GET / answers with the server id; fault knobs for demos and tests.
     Serve(ServeArgs),
     /// Load-balance HTTP over backends, with health checks.
-    Balance(BalanceArgs),
+    Balance(Box<BalanceArgs>),
     /// Probe backends' health endpoints; exit 0 when all are healthy.
     #[command(
         after_help = "Exit status: 0 all healthy, 1 any unhealthy or unreachable, 2 usage error."
@@ -63,8 +62,35 @@ fn target(s: &str) -> Result<Target, String> {
     Target::parse(s)
 }
 
-fn weighted(s: &str) -> Result<WeightedTarget, String> {
-    parse_weighted(s)
+fn backend(s: &str) -> Result<BackendSpec, String> {
+    crate::balance::discovery::parse_backend(s)
+}
+
+fn discover(s: &str) -> Result<SourceSpec, String> {
+    match crate::balance::discovery::parse_source(s)? {
+        e @ SourceSpec::Etcd(_) => Ok(e),
+        _ => Err(format!(
+            "'{s}': give DNS names with -b (dns://NAME:PORT, srv://NAME)"
+        )),
+    }
+}
+
+fn etcd_url(s: &str) -> Result<crate::core::etcd::EtcdUrl, String> {
+    crate::core::etcd::EtcdUrl::parse(s)
+}
+
+/// A DNS server: an IP, with `:PORT` when not 53.
+fn dns_server(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(ip) = t
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    t.parse::<SocketAddr>()
+        .map_err(|_| format!("'{s}' is not a DNS server address (IP or IP:PORT)"))
 }
 
 fn hash_key(s: &str) -> Result<HashKey, String> {
@@ -165,15 +191,25 @@ pub struct ServeArgs {
     /// Worker threads (default: available cores).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub workers: Option<usize>,
+    // Registration: kept together at the end.
+    /// Register each listener in etcd under this key prefix, e.g.
+    /// etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is
+    /// deleted at shutdown and expires with the lease if the process dies.
+    #[arg(long, value_name = "URL", value_parser = etcd_url)]
+    pub register: Option<crate::core::etcd::EtcdUrl>,
+    /// Lease time-to-live for --register: how long a dead server stays registered.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, requires = "register")]
+    pub register_ttl: Duration,
 }
 
 /// Options for `lbx balance`.
 #[derive(Args, Debug, Clone)]
 pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
-    /// weight (weighted and least-conn use it).
-    #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present = "config", value_parser = weighted)]
-    pub backends: Vec<WeightedTarget>,
+    /// weight (weighted and least-conn use it). dns://NAME:PORT (A/AAAA) and
+    /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh.
+    #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present_any = ["config", "discover"], value_parser = backend)]
+    pub backends: Vec<BackendSpec>,
     /// Port to listen on; 0 picks a free port.
     #[arg(short, long, default_value_t = 8080)]
     pub port: u16,
@@ -292,6 +328,18 @@ pub struct BalanceArgs {
     /// are refused.
     #[arg(long, value_name = "NAME")]
     pub allow_upgrade: Vec<String>,
+    // Discovery (DNS and etcd): kept together at the end.
+    /// Follow the backends under an etcd key prefix (repeatable), e.g.
+    /// etcd://127.0.0.1:2379/lbx/backends/; each key's value is {"address": ":9001", "weight": 1}.
+    #[arg(long, value_name = "URL", value_parser = discover)]
+    pub discover: Vec<SourceSpec>,
+    /// Longest time between two lookups of a dns:// or srv:// backend (sooner when the record's
+    /// TTL is shorter, at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub dns_refresh: Duration,
+    /// DNS server for dns:// and srv:// backends, IP or IP:PORT [default: the system's resolver].
+    #[arg(long, value_name = "ADDR", value_parser = dns_server)]
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// Options for `lbx check`.

@@ -9,6 +9,7 @@ pub mod core;
 pub mod demo;
 pub mod generate;
 pub mod logging;
+pub mod register;
 pub mod serve;
 pub mod term;
 
@@ -24,7 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Serve(a) => serve::run(a),
-        Command::Balance(a) => balance::run(a),
+        Command::Balance(a) => balance::run(*a),
         Command::Check(a) => check::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),

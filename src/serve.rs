@@ -91,13 +91,30 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<ServeHandle> {
 /// Runs `lbx serve` until SIGINT/SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let handle = start(&args)?;
+    let registration = match &args.register {
+        Some(url) => {
+            let addrs: Vec<SocketAddr> = handle.servers.iter().map(|(a, _)| *a).collect();
+            let r = crate::register::Registration::new(url, &addrs, args.register_ttl);
+            Some(r.map_err(crate::usage)?)
+        }
+        None => None,
+    };
     for (addr, id) in &handle.servers {
         crate::term::out(&format!("listening on {addr} (server {id})"));
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(server::wait_for_signal());
+        .block_on(async {
+            let Some(r) = &registration else {
+                return server::wait_for_signal().await;
+            };
+            tokio::select! {
+                _ = server::wait_for_signal() => {}
+                _ = r.keep() => {}
+            }
+            r.deregister().await;
+        });
     handle.stop();
     Ok(ExitCode::SUCCESS)
 }

@@ -355,9 +355,13 @@ pub fn merge(
         Some(list) if free("backends") => {
             a.backends = list
                 .iter()
-                .map(|b| crate::core::addr::WeightedTarget {
-                    target: b.target.clone(),
-                    weight: b.weight,
+                .map(|b| {
+                    crate::balance::discovery::BackendSpec::Static(
+                        crate::core::addr::WeightedTarget {
+                            target: b.target.clone(),
+                            weight: b.weight,
+                        },
+                    )
                 })
                 .collect();
             list.into_iter().map(|b| (b.target, b.weight)).collect()
@@ -365,10 +369,12 @@ pub fn merge(
         _ => a
             .backends
             .iter()
+            .filter_map(|b| b.as_static())
             .map(|w| (w.target.clone(), w.weight))
             .collect(),
     };
-    if backends.is_empty() {
+    let discovers = !a.discover.is_empty() || a.backends.iter().any(|b| b.as_static().is_none());
+    if backends.is_empty() && !discovers {
         return Err("no backends: give -b or list backends in the config file".into());
     }
     Ok(Merged { args: a, backends })
@@ -507,7 +513,7 @@ mod tests {
         let mut argv = vec!["lbx", "balance"];
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).command {
-            crate::cli::Command::Balance(a) => a,
+            crate::cli::Command::Balance(a) => *a,
             _ => unreachable!(),
         }
     }

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod discovery;
 pub mod limits;
 pub mod metrics;
 mod outcome;
@@ -86,6 +87,7 @@ pub struct BalanceHandle {
     /// Run-time changes to the backend set.
     pub registry: Arc<registry::Registry>,
     control: Option<std::thread::JoinHandle<()>>,
+    discovery: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BalanceHandle {
@@ -96,6 +98,9 @@ impl BalanceHandle {
         let _ = self.prober.join();
         if let Some(c) = self.control {
             let _ = c.join();
+        }
+        if let Some(d) = self.discovery {
+            let _ = d.join();
         }
     }
 }
@@ -189,6 +194,8 @@ pub struct OpsConfig {
     pub access_log: Option<access_log::AccessLogConfig>,
     /// Re-reads the config file on SIGHUP and `POST /reload` (when run with `--config`).
     pub reloader: Option<Arc<config::Reloader>>,
+    /// Backends discovered from DNS and etcd.
+    pub discovery: discovery::DiscoveryConfig,
 }
 
 impl OpsConfig {
@@ -202,6 +209,19 @@ impl OpsConfig {
                 format: a.access_log_format,
             }),
             reloader: None,
+            discovery: discovery::DiscoveryConfig {
+                sources: a
+                    .backends
+                    .iter()
+                    .filter_map(|b| match b {
+                        discovery::BackendSpec::Discovered(s) => Some(s.clone()),
+                        discovery::BackendSpec::Static(_) => None,
+                    })
+                    .chain(a.discover.iter().cloned())
+                    .collect(),
+                dns_refresh: a.dns_refresh,
+                dns_server: a.dns_server,
+            },
         }
     }
 }
@@ -211,7 +231,7 @@ impl BalanceConfig {
     pub fn from_args(a: &BalanceArgs) -> anyhow::Result<BalanceConfig> {
         Ok(BalanceConfig {
             listen: SocketAddr::new(a.host, a.port),
-            backends: a.backends.iter().map(|w| w.target.clone()).collect(),
+            backends: statics(a).map(|w| w.target.clone()).collect(),
             health: HealthCheck {
                 spec: ProbeSpec::get(&a.health_path, a.timeout),
                 interval: a.interval,
@@ -224,7 +244,7 @@ impl BalanceConfig {
             policy: Policy {
                 algorithm: a.algorithm,
                 hash_key: a.hash_key.clone(),
-                weights: a.backends.iter().map(|w| w.weight).collect(),
+                weights: statics(a).map(|w| w.weight).collect(),
                 outlier: crate::core::outlier::Outlier {
                     eject_after: a.eject_after,
                     ..Default::default()
@@ -243,6 +263,11 @@ impl BalanceConfig {
             protocols: ProtocolConfig::from_args(a)?,
         })
     }
+}
+
+/// The fixed `-b` backends (not the DNS names).
+fn statics(a: &BalanceArgs) -> impl Iterator<Item = &crate::core::addr::WeightedTarget> {
+    a.backends.iter().filter_map(|b| b.as_static())
 }
 
 /// Binds, starts the workers and the prober; does not print.
@@ -365,7 +390,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let registry = Arc::new(registry::Registry::new(pool.clone()));
     // Health check settings a reload changes reach the prober through this channel.
     let (health_tx, health_rx) = tokio::sync::watch::channel(cfg.health.clone());
-    let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() {
+    let discovering = !cfg.ops.discovery.sources.is_empty();
+    // Sources remove backends too, and the control thread sweeps finished removals.
+    let control = if admin_listener.is_some() || cfg.ops.reloader.is_some() || discovering {
         let reload = cfg.ops.reloader.clone().map(|r| {
             let reg = registry.clone();
             Arc::new(move || {
@@ -405,6 +432,11 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     } else {
         None
     };
+    let discovery = discovery::spawn(
+        cfg.ops.discovery.clone(),
+        registry.clone(),
+        workers.subscribe(),
+    )?;
     let (p, d, hc, stop) = (pool.clone(), dialer, health_rx, workers.subscribe());
     let prober = std::thread::Builder::new()
         .name("lbx-prober".into())
@@ -446,6 +478,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         tls_addr,
         registry,
         control,
+        discovery,
     })
 }
 
@@ -499,13 +532,23 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
             _ => t.to_string(),
         })
         .collect();
-    term::out(&format!(
-        "balancing over {} backend{} ({}): {}",
-        list.len(),
-        if list.len() == 1 { "" } else { "s" },
-        cfg.policy.algorithm.name(),
-        list.join(", ")
-    ));
+    if !list.is_empty() || cfg.ops.discovery.sources.is_empty() {
+        term::out(&format!(
+            "balancing over {} backend{} ({}): {}",
+            list.len(),
+            if list.len() == 1 { "" } else { "s" },
+            cfg.policy.algorithm.name(),
+            list.join(", ")
+        ));
+    } else {
+        term::out(&format!(
+            "balancing over discovered backends ({})",
+            cfg.policy.algorithm.name()
+        ));
+    }
+    for s in &cfg.ops.discovery.sources {
+        term::out(&format!("discovering backends from {s}"));
+    }
     if let Some(a) = handle.tls_addr {
         term::out(&format!("tls listening on {a}"));
     }

@@ -2,7 +2,7 @@
 //! reloaded config file. Every change builds a new backend set and swaps it into the pool, so
 //! the request path never waits; a mutex here only orders the changes among themselves.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -57,9 +57,30 @@ pub fn check_weight(w: u32) -> Result<u32, String> {
 /// Changes to the pool's backend set, from the admin API and from reloads.
 pub struct Registry {
     pool: Arc<Pool>,
-    /// Addresses registered through the API (not from the config): they survive a reload that
-    /// does not name them.
-    api: Mutex<HashSet<Target>>,
+    /// Who added the backends that did not come from the config file; a reload keeps them.
+    owners: Mutex<Owners>,
+}
+
+/// Backends added through the API or by a discovery source (not from the config): they survive
+/// a reload that does not name them.
+#[derive(Default)]
+struct Owners {
+    api: HashSet<Target>,
+    /// Per discovery source (by its name): the backends it added and still wants.
+    sources: HashMap<String, HashSet<Target>>,
+}
+
+impl Owners {
+    fn owned(&self, t: &Target) -> bool {
+        self.api.contains(t) || self.sources.values().any(|s| s.contains(t))
+    }
+
+    fn disown(&mut self, t: &Target) {
+        self.api.remove(t);
+        for s in self.sources.values_mut() {
+            s.remove(t);
+        }
+    }
 }
 
 impl Registry {
@@ -67,7 +88,7 @@ impl Registry {
     pub fn new(pool: Arc<Pool>) -> Registry {
         Registry {
             pool,
-            api: Mutex::new(HashSet::new()),
+            owners: Mutex::new(Owners::default()),
         }
     }
 
@@ -76,9 +97,9 @@ impl Registry {
         &self.pool
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashSet<Target>> {
+    fn lock(&self) -> MutexGuard<'_, Owners> {
         // A panic while holding it cannot leave the set half-changed (the swap is atomic).
-        self.api.lock().unwrap_or_else(|e| e.into_inner())
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The backend at `target`, if registered and not on its way out.
@@ -104,7 +125,7 @@ impl Registry {
             }
             b.ops.draining.store(false, Relaxed);
             b.set_weight(weight);
-            api.insert(target);
+            api.api.insert(target);
             return Ok(b.clone());
         }
         let b = Arc::new(Backend::new(target.clone()).start_down());
@@ -112,7 +133,7 @@ impl Registry {
         let mut next: BackendSet = (**set).clone();
         next.push(b.clone());
         self.pool.replace(next);
-        api.insert(target);
+        api.api.insert(target);
         Ok(b)
     }
 
@@ -131,7 +152,7 @@ impl Registry {
         let b = self.find(target).ok_or_else(|| not_found(target))?;
         b.ops.draining.store(true, Relaxed);
         b.ops.removing.store(true, Relaxed);
-        api.remove(target);
+        api.api.remove(target);
         Ok(b)
     }
 
@@ -176,10 +197,10 @@ impl Registry {
                         b.ops.draining.store(false, Relaxed);
                     }
                     b.set_weight(*w);
-                    api.remove(&b.target);
+                    api.disown(&b.target);
                     summary.kept += 1;
                 }
-                None if api.contains(&b.target) || b.ops.removing.load(Relaxed) => {
+                None if api.owned(&b.target) || b.ops.removing.load(Relaxed) => {
                     summary.kept += usize::from(!b.ops.removing.load(Relaxed));
                 }
                 None => {
@@ -190,18 +211,81 @@ impl Registry {
             }
             next.push(b.clone());
         }
-        for (t, w) in wanted {
-            if next.iter().any(|b| b.target == *t) {
-                continue;
-            }
-            let b = Arc::new(Backend::new(t.clone()).start_down());
-            b.set_weight(*w);
-            summary.added.push(t.to_string());
-            next.push(b);
-        }
+        summary.added = add_missing(&mut next, wanted);
         self.pool.replace(next);
         summary
     }
+}
+
+impl Registry {
+    /// Makes the backends discovery source `source` added match `wanted` (its whole current
+    /// answer): new ones are added (taking traffic once their health checks pass), ones it no
+    /// longer wants are removed gracefully unless the config file, the API or another source
+    /// also has them, and a backend someone else already has is left to them. The weight a
+    /// source gives applies to the backends it owns.
+    pub fn apply_source(&self, source: &str, wanted: &[(Target, u32)]) -> ReloadSummary {
+        let mut owners = self.lock();
+        let set = self.pool.snapshot();
+        let mut summary = ReloadSummary::default();
+        let mut mine = owners.sources.remove(source).unwrap_or_default();
+        let mut next: BackendSet = (**set).clone();
+        for b in &next {
+            let want = wanted.iter().find(|(t, _)| *t == b.target);
+            let owned_here = mine.contains(&b.target);
+            match want {
+                Some((t, w)) if owned_here || b.ops.removing.load(Relaxed) => {
+                    if b.ops.removing.swap(false, Relaxed) {
+                        b.ops.draining.store(false, Relaxed);
+                        summary.added.push(t.to_string());
+                    } else {
+                        summary.kept += 1;
+                    }
+                    b.set_weight(*w);
+                    mine.insert(t.clone());
+                }
+                Some((t, _)) => {
+                    // The API's or another source's: share it, so it stays while either wants
+                    // it. The config file's stays the file's.
+                    if owners.owned(t) {
+                        mine.insert(t.clone());
+                    }
+                    summary.kept += 1;
+                }
+                None if owned_here => {
+                    mine.remove(&b.target);
+                    if !owners.owned(&b.target) && !b.ops.removing.swap(true, Relaxed) {
+                        b.ops.draining.store(true, Relaxed);
+                        summary.removed.push(b.target.to_string());
+                    }
+                }
+                None => {}
+            }
+        }
+        let before = next.len();
+        summary.added.extend(add_missing(&mut next, wanted));
+        mine.extend(next[before..].iter().map(|b| b.target.clone()));
+        owners.sources.insert(source.to_string(), mine);
+        if !summary.added.is_empty() || !summary.removed.is_empty() {
+            self.pool.replace(next);
+        }
+        summary
+    }
+}
+
+/// Appends a new backend (down until its health checks pass) for every wanted target the set
+/// lacks; returns their addresses.
+fn add_missing(next: &mut BackendSet, wanted: &[(Target, u32)]) -> Vec<String> {
+    let mut added = Vec::new();
+    for (t, w) in wanted {
+        if next.iter().any(|b| b.target == *t) {
+            continue;
+        }
+        let b = Arc::new(Backend::new(t.clone()).start_down());
+        b.set_weight(*w);
+        added.push(t.to_string());
+        next.push(b);
+    }
+    added
 }
 
 fn not_found(t: &Target) -> RegistryError {
@@ -278,6 +362,34 @@ mod tests {
         assert_eq!(r.find(&t(":4")).unwrap().weight(), 5);
         // :4 now belongs to the file: a reload without it removes it; :3 still survives.
         r.apply_config(&[(t(":1"), 1)]);
+        r.sweep();
+        assert_eq!(ports(&r), [1, 3]);
+    }
+
+    #[test]
+    fn a_source_owns_only_what_it_added() {
+        let r = registry(&[":1"]);
+        let s = r.apply_source("dns", &[(t(":1"), 1), (t(":2"), 1), (t(":3"), 2)]);
+        assert_eq!((s.added.len(), s.kept), (2, 1));
+        assert_eq!(r.find(&t(":3")).unwrap().weight(), 2);
+        // A reload that names none of them keeps what the source added.
+        r.apply_config(&[(t(":1"), 1)]);
+        r.sweep();
+        assert_eq!(ports(&r), [1, 2, 3]);
+        // The source dropping :1 (the file's) and :2 (its own) removes only :2.
+        let s = r.apply_source("dns", &[(t(":3"), 2)]);
+        assert_eq!(s.removed, ["127.0.0.1:2"]);
+        r.sweep();
+        assert_eq!(ports(&r), [1, 3]);
+        // Another source wanting :3 too keeps it when the first lets go.
+        r.apply_source("etcd", &[(t(":3"), 1)]);
+        r.apply_source("dns", &[]);
+        r.sweep();
+        assert_eq!(ports(&r), [1, 3]);
+        // Taken back while draining.
+        r.apply_source("etcd", &[]);
+        assert!(r.find(&t(":3")).is_none());
+        r.apply_source("etcd", &[(t(":3"), 1)]);
         r.sweep();
         assert_eq!(ports(&r), [1, 3]);
     }

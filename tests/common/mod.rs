@@ -116,12 +116,7 @@ impl Proc {
 
     /// Sends a signal (e.g. "TERM", "INT", "KILL").
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{sig} failed");
+        send_signal(self.child.id(), sig);
     }
 
     /// Waits (bounded) for the process to exit and returns its status code.
@@ -499,4 +494,111 @@ pub fn canned_backend(answer: &'static [u8]) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The path of an installed program, if `PATH` (or /usr/sbin, /sbin) has it.
+pub fn installed(bin: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// A helper process (a DNS server, etcd) killed and reaped when dropped.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Sends a signal (e.g. "HUP", "KILL").
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.0.id(), sig);
+    }
+}
+
+/// Sends signal `sig` (e.g. "HUP") to process `pid` with kill(1).
+pub fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The addresses and weights in a balancer's pool, from its admin API, sorted; backends on
+/// their way out (draining) are left out.
+pub fn pool_of(admin: SocketAddr) -> Vec<(String, u64)> {
+    let r = admin_call(admin, "GET", "/backends", None, "");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let mut out: Vec<(String, u64)> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|b| b["state"] != "draining")
+                .map(|b| {
+                    let addr = b["address"].as_str().unwrap_or("?").to_string();
+                    (addr, b["weight"].as_u64().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Starts `lbx balance -p 0 --host 127.0.0.1 --admin 127.0.0.1:0 ARGS` (backends in ARGS) and
+/// returns it with its admin address.
+pub fn balance_args_with_admin(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut all = vec![
+        "balance",
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    let lb = Proc::start(&all, 1);
+    let admin = lb.admin_addr();
+    (lb, admin)
+}
+
+impl Proc {
+    /// Waits for the `admin listening on ADDR` line and returns ADDR.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.wait_line("admin listening on ", Duration::from_secs(10))
+            .expect("admin listening line")
+            .parse()
+            .expect("admin address")
+    }
+}
+
+/// A fresh temp path (see [`temp_path`]) whose file is removed when dropped, pass or fail.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str) -> TempFile {
+        TempFile(temp_path(name))
+    }
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

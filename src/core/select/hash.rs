@@ -89,11 +89,20 @@ pub struct Maglev {
 }
 
 impl Maglev {
-    /// Fills the table from the backends' addresses (their order does not matter).
+    /// Fills the table from the backends' addresses. Their order does not matter: Maglev's
+    /// turn-taking depends on it, so the table is built over the addresses sorted, and two
+    /// balancers that learned the same backends in another order (discovery) still agree.
     pub fn new(set: &[Arc<Backend>]) -> Maglev {
         let names: Vec<String> = set.iter().map(|b| b.target.to_string()).collect();
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        let sorted: Vec<String> = order.iter().map(|&i| names[i].clone()).collect();
+        let table = populate(&sorted, TABLE_SIZE)
+            .into_iter()
+            .map(|j| order[j as usize] as u16)
+            .collect();
         Maglev {
-            table: populate(&names, TABLE_SIZE),
+            table,
             fallback: RoundRobin::default(),
         }
     }
@@ -163,6 +172,19 @@ mod tests {
 
     fn keys() -> impl Iterator<Item = u64> {
         (0..1000u32).map(|k| hash(format!("user-{k}").as_bytes(), 0))
+    }
+
+    #[test]
+    fn the_order_of_the_set_does_not_matter() {
+        let fwd = set(5, &[]);
+        let mut rev = fwd.clone();
+        rev.reverse();
+        let (a, b) = (Maglev::new(&fwd), Maglev::new(&rev));
+        for k in 0..TABLE_SIZE as u64 {
+            let pa = fwd[a.lookup(k).unwrap()].target.port;
+            let pb = rev[b.lookup(k).unwrap()].target.port;
+            assert_eq!(pa, pb);
+        }
     }
 
     #[test]
