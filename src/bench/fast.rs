@@ -9,6 +9,7 @@
 //! head, so a malformed response is a protocol error, never a panic or unbounded memory.
 
 use std::io;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
 use http::HeaderName;
@@ -222,9 +223,15 @@ impl ResponseReader {
         group_by: &HeaderName,
         group: &mut Vec<u8>,
     ) -> Result<bool, FastError> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut fields);
-        let len = match resp.parse(buf) {
+        // Uninitialized slots, as hyper does: no need to clear the array for every response.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut fields,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 return Err(FastError::Malformed("response head too large"));

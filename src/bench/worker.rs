@@ -418,9 +418,10 @@ where
 {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
-        // Two passes: the connection writes the request `fut` has just queued in this same poll
-        // instead of after a trip through the scheduler.
-        for _ in 0..2 {
+        // Two passes with a connection to drive: it writes the request `fut` has just queued in
+        // this same poll instead of after a trip through the scheduler.
+        let passes = if io.is_some() { 2 } else { 1 };
+        for _ in 0..passes {
             if let Some(c) = io.as_mut() {
                 if c.as_mut().poll(cx).is_ready() {
                     *io = None;
