@@ -3,6 +3,7 @@
 //! Ctrl-C, merges the recorders and hands the result to [`report`].
 
 pub mod args;
+pub mod fast;
 pub mod plan;
 pub mod recorder;
 pub mod report;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 
@@ -36,6 +36,11 @@ pub struct Plan {
     pub headers: HeaderMap,
     /// Request body.
     pub body: Bytes,
+    /// The whole HTTP/1.1 request as written by the fast path (plain `http://` without
+    /// `--http2`): request line, headers, Content-Length and body, serialized once.
+    pub wire: &'static [u8],
+    /// Send with the lean HTTP/1.1 client ([`super::fast`]) instead of hyper.
+    pub fast: bool,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Response header the spread is counted over.
@@ -114,6 +119,7 @@ impl Plan {
             })
             .collect::<Result<HeaderMap, _>>()
             .map_err(|e| crate::usage(format!("bad header value: {e}")))?;
+        let wire = Box::leak(serialize(&args.method, &path, &headers, &body).into_boxed_slice());
         let tls = TlsOptions {
             insecure: args.insecure,
             cacert: args.cacert.clone(),
@@ -126,6 +132,7 @@ impl Plan {
         if target.is_tls() {
             dialer.check_tls().map_err(crate::usage)?;
         }
+        let fast = !args.http2 && !target.is_tls();
         let limit = match (args.requests, args.duration) {
             (Some(n), _) => n,
             (None, Some(_)) => u64::MAX,
@@ -140,6 +147,8 @@ impl Plan {
             uri,
             headers,
             body,
+            wire,
+            fast,
             timeout: args.timeout,
             group_by: args.group_by.clone(),
             keepalive: !args.disable_keepalive,
@@ -194,6 +203,38 @@ impl Plan {
     }
 }
 
+/// The HTTP/1.1 request as bytes on the wire. Our own headers are spelled as wrk and curl do
+/// (`Host`, `User-Agent`, `Connection`); `-H` names as parsed (lower case). Content-Length is
+/// added, as hyper does, when there is a body or the method expects one, unless `-H` set it.
+fn serialize(method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    for part in [method.as_str(), " ", path, " HTTP/1.1\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    for (name, value) in headers {
+        let name = match *name {
+            HOST => "Host",
+            USER_AGENT => "User-Agent",
+            CONNECTION => "Connection",
+            _ => name.as_str(),
+        };
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let wants_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if (!body.is_empty() || wants_body)
+        && !headers.contains_key(CONTENT_LENGTH)
+        && !headers.contains_key(TRANSFER_ENCODING)
+    {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
 /// Keeps bytes for the rest of the process, so per-request clones of the prebuilt request are
 /// plain copies instead of atomic reference counts. The plan lives until exit anyway.
 fn leak(bytes: Vec<u8>) -> (Bytes, &'static str) {
@@ -245,16 +286,30 @@ mod tests {
         assert!(r.headers().get(CONNECTION).is_none());
         assert_eq!(p.body, "hello");
         assert_eq!((p.limit, p.keepalive), (DEFAULT_REQUESTS, true));
+        assert!(p.fast);
+        assert_eq!(
+            std::str::from_utf8(p.wire).unwrap(),
+            "POST /api?q=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: mine\r\n\
+             x-a: 1\r\nx-a: 2\r\nContent-Length: 5\r\n\r\nhello"
+        );
     }
 
     #[test]
     fn keepalive_http2_and_schedule() {
         let p = plan(&["--disable-keepalive", "-z", "1s", ":8080"]);
         assert_eq!(p.request(None).headers()[CONNECTION], "close");
+        let wire = std::str::from_utf8(p.wire).unwrap();
+        assert!(
+            wire.starts_with("GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"),
+            "{wire}"
+        );
+        assert!(wire.ends_with("\r\nConnection: close\r\n\r\n"), "{wire}");
+        assert!(!wire.contains("Content-Length"), "{wire}");
         assert_eq!(p.limit, u64::MAX);
         assert_eq!(p.deadline, Some(p.measure_from + Duration::from_secs(1)));
         let p = plan(&["--http2", "-p", "3", "-c", "2", "--rate", "100", ":8080/x"]);
         assert_eq!(p.request(None).uri(), "http://127.0.0.1:8080/x");
+        assert!(!p.fast);
         assert!(p.request(None).headers().get(HOST).is_none());
         assert_eq!(p.loops(), 6);
         let at = p.scheduled(1, 2).unwrap();

@@ -1,7 +1,8 @@
 //! The load loop. Each worker thread runs a current-thread runtime driving its share of the
 //! request loops; a loop owns (or, with HTTP/2, shares) one keep-alive connection and sends on
-//! it back to back, or on the `--rate` schedule. One path serves every mode: HTTP/1.1 vs HTTP/2
-//! is the [`Conn`] variant, the open model is an optional send time.
+//! it back to back, or on the `--rate` schedule. One path serves every mode: the lean HTTP/1.1
+//! client (plain `http://`), hyper's HTTP/1.1 (TLS) and HTTP/2 are the [`Conn`] variants, the
+//! open model is an optional send time.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -13,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
+use super::fast::{FastConn, FastError};
 use super::plan::Plan;
 use super::recorder::{Answer, Recorder};
 use crate::core::client::{
@@ -100,8 +102,7 @@ async fn request_loop(
 ) {
     let mut conn: Option<Conn> = None;
     let mut dog = Watchdog::new(plan.timeout);
-    // The last answer's header map, reused for the next request.
-    let mut spare = None;
+    let mut scratch = Scratch::default();
     for k in 0u64.. {
         // With a rate: when the loop was still busy with the previous request at this one's
         // send time, its latency counts from that time (coordinated-omission correction).
@@ -123,7 +124,7 @@ async fn request_loop(
         if measured && !plan.take() {
             break;
         }
-        let result = exchange(&plan, &shared, &mut conn, &mut dog, &mut spare, sent).await;
+        let result = exchange(&plan, &shared, &mut conn, &mut dog, &mut scratch, sent).await;
         if !measured {
             continue;
         }
@@ -138,7 +139,7 @@ async fn request_loop(
                     status: reply.status,
                     latency_us: micros(done - late_from.unwrap_or(sent)),
                     uncorrected_us: micros(done - sent),
-                    group: reply.group.as_ref().map(HeaderValue::as_bytes),
+                    group: reply.grouped.then_some(scratch.group.as_slice()),
                     bytes: reply.bytes,
                 },
             ),
@@ -157,15 +158,27 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// What the loop keeps of an answer.
+/// What the loop keeps of an answer (the group-by value is in [`Scratch::group`]).
 struct Reply {
     status: u16,
-    group: Option<HeaderValue>,
+    grouped: bool,
     bytes: u64,
+}
+
+/// Buffers a loop reuses from one request to the next.
+#[derive(Default)]
+struct Scratch {
+    /// The last answer's header map (hyper), reused for the next request.
+    headers: Option<HeaderMap>,
+    /// The last answer's group-by value.
+    group: Vec<u8>,
 }
 
 /// A connection a loop sends on.
 enum Conn {
+    /// Plain HTTP/1.1 through the lean client: the prebuilt request bytes out, the answer
+    /// parsed in place.
+    Fast(FastConn),
     /// HTTP/1.1; the connection future is polled in the loop's own task (no task hop).
     H1 {
         tx: http1::SendRequest<Full<Bytes>>,
@@ -195,6 +208,8 @@ pub enum Cause {
     Connect(ConnectError),
     /// HTTP failed on the connection.
     Http(hyper::Error),
+    /// HTTP failed on a fast-path connection.
+    Fast(FastError),
     /// No complete answer within the timeout.
     Timeout(Duration),
     /// A fresh connection closed before taking the request.
@@ -207,6 +222,7 @@ impl Cause {
         match self {
             Cause::Connect(e) => e.kind,
             Cause::Http(e) => classify(e),
+            Cause::Fast(e) => e.kind(),
             Cause::Timeout(_) => ErrorKind::RequestTimeout,
             Cause::Closed => ErrorKind::Reset,
         }
@@ -226,6 +242,7 @@ impl Cause {
                 }
                 msg
             }
+            Cause::Fast(e) => e.to_string(),
             Cause::Timeout(d) => format!("no complete answer within {d:?}"),
             Cause::Closed => "the connection closed before taking a request".into(),
         }
@@ -254,6 +271,9 @@ impl Conn {
             .dial(&plan.target)
             .await
             .map_err(Cause::Connect)?;
+        if plan.fast {
+            return Ok(Conn::Fast(FastConn::new(stream)));
+        }
         let (tx, io) = handshake_unspawned(stream).await.map_err(Cause::Http)?;
         Ok(Conn::H1 {
             tx,
@@ -267,17 +287,51 @@ impl Conn {
         &mut self,
         plan: &Plan,
         dog: &mut Watchdog,
-        spare: &mut Option<HeaderMap>,
+        scratch: &mut Scratch,
         deadline: Instant,
     ) -> Result<Reply, Failure> {
+        let mut no_io: Option<Pin<Box<std::future::Pending<()>>>> = None;
+        let spare = &mut scratch.headers;
         let out = match self {
-            Conn::H1 { tx, io } => polling(io, dog, deadline, round_trip(tx, plan, spare)).await,
+            Conn::Fast(c) => {
+                let head = plan.method == http::Method::HEAD;
+                let trip = c.round_trip(plan.wire, head, &plan.group_by, &mut scratch.group);
+                polling(&mut no_io, dog, deadline, async {
+                    match trip.await {
+                        Ok(r) => Ok(Reply {
+                            status: r.status,
+                            grouped: r.grouped,
+                            bytes: r.bytes,
+                        }),
+                        Err(FastError::Stale) => Err(Failure::Closed),
+                        Err(e) => Err(Failure::Failed(Cause::Fast(e))),
+                    }
+                })
+                .await
+            }
+            Conn::H1 { tx, io } => {
+                polling(
+                    io,
+                    dog,
+                    deadline,
+                    round_trip(tx, plan, spare, &mut scratch.group),
+                )
+                .await
+            }
             Conn::H2(tx) => {
-                let mut no_io: Option<Pin<Box<std::future::Pending<()>>>> = None;
-                polling(&mut no_io, dog, deadline, round_trip(tx, plan, spare)).await
+                let trip = round_trip(tx, plan, spare, &mut scratch.group);
+                polling(&mut no_io, dog, deadline, trip).await
             }
         };
         out.unwrap_or(Err(Failure::Failed(Cause::Timeout(plan.timeout))))
+    }
+
+    /// False when the connection cannot carry another request (the server asked to close).
+    fn reusable(&self) -> bool {
+        match self {
+            Conn::Fast(c) => c.reusable(),
+            Conn::H1 { .. } | Conn::H2(_) => true,
+        }
     }
 }
 
@@ -310,12 +364,13 @@ async fn round_trip(
     tx: &mut impl Sender,
     plan: &Plan,
     spare: &mut Option<HeaderMap>,
+    group: &mut Vec<u8>,
 ) -> Result<Reply, Failure> {
     if tx.ready().await.is_err() {
         return Err(Failure::Closed);
     }
     let reply = match tx.send(plan.request(spare.take())).await {
-        Ok(resp) => read_reply(plan, resp, spare).await,
+        Ok(resp) => read_reply(plan, resp, spare, group).await,
         Err(e) => Err(e),
     };
     reply.map_err(|e| Failure::Failed(Cause::Http(e)))
@@ -363,9 +418,10 @@ where
 {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
-        // Two passes: the connection writes the request `fut` has just queued in this same poll
-        // instead of after a trip through the scheduler.
-        for _ in 0..2 {
+        // Two passes with a connection to drive: it writes the request `fut` has just queued in
+        // this same poll instead of after a trip through the scheduler.
+        let passes = if io.is_some() { 2 } else { 1 };
+        for _ in 0..passes {
             if let Some(c) = io.as_mut() {
                 if c.as_mut().poll(cx).is_ready() {
                     *io = None;
@@ -384,15 +440,21 @@ where
     .await
 }
 
-/// Reads the status, the group-by header and the whole body.
+/// Reads the status, the group-by header (into `group`) and the whole body.
 async fn read_reply(
     plan: &Plan,
     resp: Response<Incoming>,
     spare: &mut Option<HeaderMap>,
+    group: &mut Vec<u8>,
 ) -> Result<Reply, hyper::Error> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status.as_u16();
-    let group = parts.headers.get(&plan.group_by).cloned();
+    group.clear();
+    let value = parts.headers.get(&plan.group_by);
+    if let Some(v) = value {
+        group.extend_from_slice(v.as_bytes());
+    }
+    let grouped = value.is_some();
     *spare = Some(parts.headers);
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
@@ -402,7 +464,7 @@ async fn read_reply(
     }
     Ok(Reply {
         status,
-        group,
+        grouped,
         bytes,
     })
 }
@@ -414,7 +476,7 @@ async fn exchange(
     shared: &Shared,
     conn: &mut Option<Conn>,
     dog: &mut Watchdog,
-    spare: &mut Option<HeaderMap>,
+    scratch: &mut Scratch,
     sent: Instant,
 ) -> Result<Reply, Cause> {
     loop {
@@ -423,9 +485,9 @@ async fn exchange(
             Some(c) => c,
             None => conn.insert(Conn::open(plan, shared).await?),
         };
-        match c.exchange(plan, dog, spare, sent + plan.timeout).await {
+        match c.exchange(plan, dog, scratch, sent + plan.timeout).await {
             Ok(reply) => {
-                if !plan.keepalive {
+                if !plan.keepalive || !c.reusable() {
                     *conn = None;
                 }
                 return Ok(reply);

@@ -602,3 +602,26 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Runs `lbx bench ARGS --json --no-progress` (within a minute); returns the parsed report and
+/// the exit code.
+pub fn bench_json(args: &[&str]) -> (serde_json::Value, i32) {
+    let mut all = vec!["bench", "--json", "--no-progress"];
+    all.extend_from_slice(args);
+    let out = run_lbx(&all, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "bench {args:?} printed no JSON ({e}):\n{text}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out.status.code().unwrap_or(-1))
+}
+
+/// The count at JSON pointer `path` of a bench report.
+pub fn num(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} missing or not a count in {v}"))
+}
