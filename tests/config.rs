@@ -21,7 +21,10 @@ impl File {
 
     fn write(&self, text: &str) {
         // Write then rename, so a reload never reads half a file.
-        let tmp = self.0.with_extension("tmp");
+        // The whole name plus .tmp: with_extension would give every test the same temp file.
+        let mut tmp = self.0.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &self.0).unwrap();
     }
