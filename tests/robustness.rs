@@ -86,39 +86,9 @@ fn http10_without_host_still_reaches_the_backend() {
     assert_eq!(v["headers"]["host"], s.addr().to_string());
 }
 
-/// A backend that answers /healthcheck properly but misbehaves on every other request.
-fn bad_backend(behaviour: &'static [u8]) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { break };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                if head.starts_with(b"GET /healthcheck") {
-                    let _ = c.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                } else {
-                    let _ = c.write_all(behaviour);
-                }
-                // Dropping the stream closes the connection.
-            });
-        }
-    });
-    addr
-}
-
 #[test]
 fn a_backend_closing_mid_response_never_yields_a_silently_short_200() {
-    let b = bad_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    let b = canned_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
     let mut lb = balance(&[b], &["--workers", "1", "--interval", "1h"]);
     let pid = lb.child.id();
     assert_eq!(
@@ -139,7 +109,7 @@ fn a_backend_closing_mid_response_never_yields_a_silently_short_200() {
 
 #[test]
 fn a_malformed_backend_response_gives_502() {
-    let b = bad_backend(b"THIS IS NOT HTTP\r\n\r\n");
+    let b = canned_backend(b"THIS IS NOT HTTP\r\n\r\n");
     let lb = balance(&[b], &["--workers", "1", "--interval", "1h"]);
     let pid = lb.child.id();
     assert_eq!(
