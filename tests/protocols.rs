@@ -542,12 +542,29 @@ fn sigterm_lets_in_flight_http2_requests_finish() {
 #[test]
 fn a_backend_declining_an_upgrade_has_its_answer_passed_on() {
     let s = serve(1, &[]);
-    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let lb = balance(
+        &[s.addr()],
+        &[
+            "--workers",
+            "1",
+            "--access-log",
+            "--access-log-format",
+            "json",
+        ],
+    );
     let ask = [("Connection", "Upgrade"), ("Upgrade", "websocket")];
     // No Sec-WebSocket-Key: serve refuses the handshake.
     let r = request(lb.addr(), "GET", "/ws", &ask, b"").unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("WebSocket handshake"), "{}", r.text());
+    // The exchange is accounted to the backend that answered it.
+    let line = lb
+        .wait_line("{", Duration::from_secs(10))
+        .map(|rest| format!("{{{rest}"))
+        .expect("an access log line");
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["backend"], s.addr().to_string(), "{line}");
+    assert_eq!(entry["status"], 400, "{line}");
     let r = request(lb.addr(), "GET", "/", &ask, b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "Hello from server 1"));
 }

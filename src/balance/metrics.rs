@@ -40,9 +40,8 @@ pub struct Telemetry {
     pub access_log: Option<AccessLog>,
 }
 
-/// Which backend answered and after how many attempts; `proxy` puts it in the response's
-/// extensions for [`Metered`] to read.
-#[derive(Clone)]
+/// Which backend answered and after how many attempts; `proxy::forward` (or the tunnel) hands
+/// it to [`Arrival::finish`] for [`Metered`] to record.
 pub struct Served {
     /// The backend that answered.
     pub backend: Arc<Backend>,

@@ -293,7 +293,7 @@ pub async fn forward(
         Decision::Plain => {}
         // Boxed: the tunnel's state stays out of every plain request's future.
         Decision::Tunnel(up) => {
-            return Ok(Box::pin(super::tunnel::open(w, peer, parts, body, up)).await)
+            return Ok(Box::pin(super::tunnel::open(w, peer, parts, body, up, served)).await)
         }
         Decision::Refuse(why) => return Ok(super::tunnel::refuse(why)),
     }

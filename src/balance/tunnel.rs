@@ -125,6 +125,7 @@ pub async fn open(
     mut parts: Parts,
     body: Incoming,
     upgrade: HeaderValue,
+    served: &mut Option<Served>,
 ) -> Response<ProxyBody> {
     let shared = &w.shared;
     let policy = w.policy();
@@ -197,15 +198,14 @@ pub async fn open(
         } else {
             backend.record_success();
         }
-        let served = Served {
+        *served = Some(Served {
             backend: backend.clone(),
             attempts: 1,
-        };
+        });
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // The backend declined: pass its answer on.
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
-            rparts.extensions.insert(served);
             return match Limited::new(rbody, MAX_REFUSAL_BODY).collect().await {
                 Ok(b) => Response::from_parts(rparts, Either::Right(Full::new(b.to_bytes()))),
                 Err(_) => local(
@@ -224,7 +224,6 @@ pub async fn open(
         if let Some(p) = protocol {
             rparts.headers.insert(header::UPGRADE, p);
         }
-        rparts.extensions.insert(served);
         let idle = shared.upgrades.idle_timeout;
         tokio::task::spawn_local(async move {
             let _in_flight = in_flight; // least-conn counts open tunnels
