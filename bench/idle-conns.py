@@ -2,28 +2,31 @@
 """Opens N keep-alive connections to HOST:PORT, sends one GET on each, reads the answers, then
 holds every connection open and idle until killed. Prints 'ready N' once all are idle.
 Usage: idle-conns.py N HOST PORT"""
-import resource, select, socket, sys, time
+import resource, selectors, socket, sys, time
 
 n, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 1024)), hard))
 req = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-socks, pending = [], {}
+# epoll through selectors: select() cannot watch descriptors above 1023.
+sel = selectors.DefaultSelector()
+socks, pending = [], 0
 for i in range(n):
     s = socket.create_connection((host, port), timeout=10)
     s.sendall(req)
     socks.append(s)
-    pending[s.fileno()] = s
-    if len(pending) >= 500 or i == n - 1:
+    sel.register(s, selectors.EVENT_READ)
+    pending += 1
+    if pending >= 500 or i == n - 1:
         # Read the answers of this batch (each fits one small read) before opening more.
         deadline = time.time() + 20
         while pending and time.time() < deadline:
-            ready, _, _ = select.select(list(pending.values())[:1000], [], [], 1)
-            for r in ready:
-                if r.recv(65536):
-                    pending.pop(r.fileno(), None)
+            for key, _ in sel.select(timeout=1):
+                if key.fileobj.recv(65536):
+                    sel.unregister(key.fileobj)
+                    pending -= 1
         if pending:
-            sys.exit(f"{len(pending)} connections got no answer")
+            sys.exit(f"{pending} connections got no answer")
 print(f"ready {len(socks)}", flush=True)
 while True:
     time.sleep(3600)

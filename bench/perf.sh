@@ -92,8 +92,8 @@ if [ "$IDLE" -gt 0 ]; then
     IFS=: read -r name port pid n <<<"$target"
     before=$(rss "$pid")
     python3 "$HERE/idle-conns.py" "$n" 127.0.0.1 "$port" >"$W/idle.out" 2>&1 & holder=$!
-    for _ in $(seq 1 120); do grep -q ready "$W/idle.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.5; done
-    if grep -q ready "$W/idle.out"; then sleep 1; printf "  %-14s %6s -> %6s  (%s connections)\n" "$name" "$before" "$(rss "$pid")" "$n"; else printf "  %-14s failed: %s\n" "$name" "$(tail -1 "$W/idle.out")"; fi
+    for _ in $(seq 1 120); do grep -q '^ready ' "$W/idle.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.5; done
+    if grep -q '^ready ' "$W/idle.out"; then sleep 1; printf "  %-14s %6s -> %6s  (%s connections)\n" "$name" "$before" "$(rss "$pid")" "$n"; else printf "  %-14s failed: %s\n" "$name" "$(tail -1 "$W/idle.out")"; fi
     kill $holder 2>/dev/null; wait $holder 2>/dev/null; sleep 1
   done
 fi
