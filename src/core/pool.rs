@@ -75,11 +75,12 @@ impl Pool {
     /// Replaces the set atomically (rebuilding the algorithm's tables once, here); requests
     /// already routed keep their backend.
     pub fn replace(&self, set: BackendSet) {
-        self.set.store(Arc::new(Snapshot {
-            select: select::build(self.algorithm(), &set),
-            algorithm: self.algorithm(),
-            backends: set,
-        }));
+        // rcu: a concurrent set_policy (a reload) and this change both survive.
+        self.set.rcu(|cur| Snapshot {
+            select: select::build(cur.algorithm, &set),
+            backends: set.clone(),
+            algorithm: cur.algorithm,
+        });
     }
 
     /// Switches the algorithm and the slow-start time (a reload): the current set's selection
@@ -87,12 +88,11 @@ impl Pool {
     pub fn set_policy(&self, algorithm: Algorithm, slow_start: Duration) {
         self.slow_start_ms
             .store(slow_start.as_millis() as u64, Relaxed);
-        let set = self.snapshot().backends.clone();
-        self.set.store(Arc::new(Snapshot {
-            select: select::build(algorithm, &set),
-            backends: set,
+        self.set.rcu(|cur| Snapshot {
+            select: select::build(algorithm, &cur.backends),
+            backends: cur.backends.clone(),
             algorithm,
-        }));
+        });
     }
 
     /// The selection algorithm.
