@@ -124,12 +124,13 @@ impl Registry {
                 )));
             }
             b.ops.draining.store(false, Relaxed);
-            b.set_weight(weight);
+            if b.set_weight(weight) {
+                self.pool.replace((**set).clone()); // rebuild the weighted tables
+            }
             api.api.insert(target);
             return Ok(b.clone());
         }
-        let b = Arc::new(Backend::new(target.clone()).start_down());
-        b.set_weight(weight);
+        let b = Arc::new(Backend::weighted(target.clone(), weight).start_down());
         let mut next: BackendSet = (**set).clone();
         next.push(b.clone());
         self.pool.replace(next);
@@ -229,6 +230,7 @@ impl Registry {
         let mut summary = ReloadSummary::default();
         let mut mine = owners.sources.remove(source).unwrap_or_default();
         let mut next: BackendSet = (**set).clone();
+        let mut reweighted = false;
         for b in &next {
             let want = wanted.iter().find(|(t, _)| *t == b.target);
             let owned_here = mine.contains(&b.target);
@@ -240,7 +242,7 @@ impl Registry {
                     } else {
                         summary.kept += 1;
                     }
-                    b.set_weight(*w);
+                    reweighted |= b.set_weight(*w);
                     mine.insert(t.clone());
                 }
                 Some((t, _)) => {
@@ -265,7 +267,7 @@ impl Registry {
         summary.added.extend(add_missing(&mut next, wanted));
         mine.extend(next[before..].iter().map(|b| b.target.clone()));
         owners.sources.insert(source.to_string(), mine);
-        if !summary.added.is_empty() || !summary.removed.is_empty() {
+        if reweighted || !summary.added.is_empty() || !summary.removed.is_empty() {
             self.pool.replace(next);
         }
         summary
@@ -280,8 +282,7 @@ fn add_missing(next: &mut BackendSet, wanted: &[(Target, u32)]) -> Vec<String> {
         if next.iter().any(|b| b.target == *t) {
             continue;
         }
-        let b = Arc::new(Backend::new(t.clone()).start_down());
-        b.set_weight(*w);
+        let b = Arc::new(Backend::weighted(t.clone(), *w).start_down());
         added.push(t.to_string());
         next.push(b);
     }
@@ -306,6 +307,32 @@ mod tests {
 
     fn ports(r: &Registry) -> Vec<u16> {
         r.pool().snapshot().iter().map(|b| b.target.port).collect()
+    }
+
+    #[test]
+    fn a_changed_weight_alone_rebuilds_the_weighted_tables() {
+        use crate::core::select::Algorithm;
+        let pool = Arc::new(Pool::with_policy(
+            [],
+            Algorithm::Weighted,
+            std::time::Duration::ZERO,
+        ));
+        let r = Registry::new(pool.clone());
+        // The source's backends (new ones start down until probed).
+        r.apply_source("dns", &[(t(":1"), 1), (t(":2"), 1)]);
+        for b in pool.snapshot().iter() {
+            b.set_healthy(true);
+        }
+        let first = |n| {
+            let mut rng = fastrand::Rng::with_seed(1);
+            (0..n)
+                .filter(|_| pool.pick(None, &mut rng).next().unwrap().target.port == 1)
+                .count()
+        };
+        assert_eq!(first(400), 200);
+        // The source now wants :1 at weight 3 and nothing else changes.
+        r.apply_source("dns", &[(t(":1"), 3), (t(":2"), 1)]);
+        assert_eq!(first(400), 300, "3:1 after a weight-only change");
     }
 
     #[test]

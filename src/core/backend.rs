@@ -87,10 +87,10 @@ impl Backend {
         self.weight.load(Relaxed)
     }
 
-    /// Sets the weight (0 counts as 1). Selection tables see it at the next `Pool::replace`,
-    /// which every registry change and reload performs.
-    pub fn set_weight(&self, w: u32) {
-        self.weight.store(w.max(1), Relaxed);
+    /// Sets the weight (0 counts as 1); returns whether it changed. Selection tables see it at
+    /// the next `Pool::replace`, which the registry performs whenever a weight changed.
+    pub fn set_weight(&self, w: u32) -> bool {
+        self.weight.swap(w.max(1), Relaxed) != w.max(1)
     }
 
     /// Whether active health checks (or a failed connect) allow traffic.
