@@ -56,8 +56,11 @@ mod tests {
     #[test]
     fn load_counts_as_well_as_latency() {
         let s = set(3, &[]);
+        // One instant for all three: equal estimates, so only the load tells them apart (with
+        // a clock read per backend, one could decay a microsecond more and win every draw).
+        let now = now_us();
         for b in &s {
-            b.observe_rtt(1000.0, now_us());
+            b.observe_rtt(1000.0, now);
         }
         s[0].in_flight.store(10, Relaxed);
         let c = spread(&P2c, &s, 3000);
