@@ -367,6 +367,21 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 .map(|r| RefCell::new(RateLimiter::new(r))),
             policy: RefCell::new((0, Rc::new(Policy::clone(&shared.policy.load())))),
         });
+        // Idle connections to backends that left the set (registry, reload, discovery) are
+        // dropped by a periodic sweep of this worker's own pool.
+        let (pool_sweep, sweep_conns) = (shared.pool.clone(), worker.conns.clone());
+        let mut sweep_stop = shutdown.clone();
+        let sweep = async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = sweep_stop.changed() => return,
+                }
+                let set = pool_sweep.snapshot();
+                sweep_conns.retain(|id| set.iter().any(|b| b.id == id));
+            }
+        };
         let make = move |info: ConnInfo| {
             let peer = Rc::new(proxy::Peer::new(info.peer).with_tls(info.tls));
             let worker = worker.clone();
@@ -379,12 +394,14 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         let plain_loop = accept_loop(plain, opts.clone(), shutdown.clone(), make.clone());
         let tls_loop = tls_l.map(|l| accept_loop(l, tls_opts.clone(), shutdown, make));
         async move {
+            let sweep = tokio::task::spawn_local(sweep);
             match tls_loop {
                 Some(tls_loop) => {
                     tokio::join!(plain_loop, tls_loop);
                 }
                 None => plain_loop.await,
             }
+            sweep.abort();
         }
     })?;
     let registry = Arc::new(registry::Registry::new(pool.clone()));
