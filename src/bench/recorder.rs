@@ -2,7 +2,7 @@
 //! the run), counts by status code and error kind, the spread over group-by values, and a
 //! per-second timeline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -21,6 +21,13 @@ pub struct Second {
     pub failures: u64,
 }
 
+/// Distinct group-by values kept; a header unique per answer (a date, a request id) would
+/// otherwise grow the report without bound.
+pub const MAX_GROUPS: usize = 1000;
+
+/// The group that answers with values beyond [`MAX_GROUPS`] count under.
+pub const OTHER_GROUPS: &str = "(other values)";
+
 /// What one worker thread saw; [`Recorder::merge`] adds threads together.
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -34,8 +41,10 @@ pub struct Recorder {
     pub errors: BTreeMap<ErrorKind, u64>,
     /// The first message seen for each error kind.
     pub examples: BTreeMap<ErrorKind, String>,
-    /// Answers by value of the group-by header (`None` when absent).
-    pub groups: Vec<(Option<String>, u64)>,
+    /// Answers by value of the group-by header (answers without it are not counted here).
+    /// At most [`MAX_GROUPS`] values; answers with further values count under
+    /// [`OTHER_GROUPS`], so memory stays flat whatever the header holds.
+    pub groups: HashMap<String, u64>,
     /// Per second since measuring began.
     pub timeline: Vec<Second>,
     /// With `--rate`, requests sent later than scheduled.
@@ -62,12 +71,23 @@ impl Recorder {
             status: vec![0; 1000],
             errors: BTreeMap::new(),
             examples: BTreeMap::new(),
-            groups: Vec::new(),
+            groups: HashMap::new(),
             timeline: Vec::new(),
             behind: 0,
             bytes: 0,
             requests: 0,
             failures: 0,
+        }
+    }
+
+    /// Adds `n` answers with group value `g` (no allocation once the value is known).
+    fn count_group(&mut self, g: &str, n: u64) {
+        if let Some(c) = self.groups.get_mut(g) {
+            *c += n;
+        } else if self.groups.len() < MAX_GROUPS {
+            self.groups.insert(g.to_string(), n);
+        } else {
+            *self.groups.entry(OTHER_GROUPS.to_string()).or_default() += n;
         }
     }
 
@@ -95,14 +115,8 @@ impl Recorder {
         let sec = self.second(at);
         sec.responses += 1;
         sec.failures += u64::from(failed);
-        let group = a.group.map(|g| String::from_utf8_lossy(g));
-        match self
-            .groups
-            .iter_mut()
-            .find(|(k, _)| k.as_deref() == group.as_deref())
-        {
-            Some((_, n)) => *n += 1,
-            None => self.groups.push((group.map(|g| g.into_owned()), 1)),
+        if let Some(g) = a.group {
+            self.count_group(&String::from_utf8_lossy(g), 1);
         }
     }
 
@@ -130,10 +144,7 @@ impl Recorder {
             self.examples.entry(*k).or_insert_with(|| v.clone());
         }
         for (k, v) in &other.groups {
-            match self.groups.iter_mut().find(|(g, _)| g == k) {
-                Some((_, n)) => *n += v,
-                None => self.groups.push((k.clone(), *v)),
-            }
+            self.count_group(k, *v);
         }
         if self.timeline.len() < other.timeline.len() {
             self.timeline
@@ -198,14 +209,30 @@ mod tests {
         assert_eq!((a.status[200], a.status[500]), (3, 1));
         assert_eq!(a.errors[&ErrorKind::ConnectionRefused], 1);
         assert_eq!(a.latency.len(), 4);
-        assert_eq!(
-            a.groups,
-            vec![(Some("1".into()), 2), (Some("2".into()), 1), (None, 1)]
-        );
+        let want: HashMap<String, u64> = [("1".into(), 2), ("2".into(), 1)].into();
+        assert_eq!(a.groups, want);
+        // Four answers, three of them grouped: one without the header.
+        let answered = a.status.iter().sum::<u64>();
+        assert_eq!(answered - a.groups.values().sum::<u64>(), 1);
         assert_eq!(a.timeline.len(), 3);
         assert_eq!(a.timeline[0].responses, 3);
         assert_eq!(a.timeline[1].failures, 1);
         assert_eq!(a.timeline[2].failures, 1);
         assert_eq!(a.bytes, 40);
+    }
+
+    #[test]
+    fn group_values_are_capped() {
+        let mut a = Recorder::new(false);
+        for i in 0..MAX_GROUPS + 500 {
+            a.answer(Duration::ZERO, ok(200, Some(i.to_string().as_bytes())));
+        }
+        assert_eq!(
+            a.groups.len(),
+            MAX_GROUPS + 1,
+            "the values kept plus the other bucket"
+        );
+        assert_eq!(a.groups[OTHER_GROUPS], 500);
+        assert_eq!(a.groups.values().sum::<u64>(), (MAX_GROUPS + 500) as u64);
     }
 }

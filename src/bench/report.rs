@@ -83,7 +83,7 @@ impl Report<'_> {
             .rec
             .groups
             .iter()
-            .filter_map(|(k, n)| k.as_deref().map(|k| (k, *n)))
+            .map(|(k, n)| (k.as_str(), *n))
             .collect();
         g.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| natural(a.0, b.0)));
         g
