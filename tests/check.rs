@@ -530,3 +530,21 @@ fn help_documents_exit_codes() {
     );
     assert!(help.contains("--wait-healthy") && help.contains("--expect-status"));
 }
+
+#[test]
+fn admin_mode_takes_the_same_tls_checks() {
+    // A bad --cacert is a usage error in --admin mode too (it used to surface as exit 1).
+    let port = closed_port().to_string();
+    let out = run_lbx(
+        &[
+            "check",
+            "--admin",
+            &format!(":{port}"),
+            "--cacert",
+            "/nonexistent/ca.pem",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+}

@@ -39,30 +39,37 @@ struct Plan {
     json: bool,
 }
 
+/// The dialer for probes and for `--admin`: the connect timeout bounded by the probe timeout,
+/// both above zero, and the TLS settings checked up front (a bad `--cacert` is a usage error).
+fn dialer(args: &CheckArgs, probe_timeout: Duration) -> anyhow::Result<Dialer> {
+    if probe_timeout.is_zero() {
+        return Err(crate::usage("--timeout must be above 0"));
+    }
+    let connect_timeout = args
+        .connect_timeout
+        .map_or(probe_timeout, |c| c.min(probe_timeout));
+    if connect_timeout.is_zero() {
+        return Err(crate::usage("--connect-timeout must be above 0"));
+    }
+    let dialer = Dialer::new(
+        connect_timeout,
+        TlsOptions {
+            insecure: args.insecure,
+            cacert: args.cacert.clone(),
+        },
+    );
+    let tls = args.targets.iter().chain(&args.admin).any(Target::is_tls);
+    if args.cacert.is_some() || tls {
+        dialer
+            .check_tls()
+            .map_err(|e| crate::usage(format!("--cacert {e}")))?;
+    }
+    Ok(dialer)
+}
+
 impl Plan {
     fn new(args: &CheckArgs, probe_timeout: Duration) -> anyhow::Result<Plan> {
-        if probe_timeout.is_zero() {
-            return Err(crate::usage("--timeout must be above 0"));
-        }
-        let connect_timeout = args
-            .connect_timeout
-            .map_or(probe_timeout, |c| c.min(probe_timeout));
-        if connect_timeout.is_zero() {
-            return Err(crate::usage("--connect-timeout must be above 0"));
-        }
-        let dialer = Dialer::new(
-            connect_timeout,
-            TlsOptions {
-                insecure: args.insecure,
-                cacert: args.cacert.clone(),
-            },
-        );
-        // A bad --cacert is the user's mistake: say so before probing anything.
-        if args.cacert.is_some() || args.targets.iter().any(Target::is_tls) {
-            dialer
-                .check_tls()
-                .map_err(|e| crate::usage(format!("--cacert {e}")))?;
-        }
+        let dialer = dialer(args, probe_timeout)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &args.headers {
             headers.append(name.clone(), value.clone());
@@ -174,11 +181,7 @@ fn exit_code(all_healthy: bool) -> ExitCode {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(target) = &args.admin {
         let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let tls = TlsOptions {
-            insecure: args.insecure,
-            cacert: args.cacert.clone(),
-        };
-        let dialer = Dialer::new(args.connect_timeout.unwrap_or(timeout), tls);
+        let dialer = dialer(&args, timeout)?;
         let token = args.admin_token.as_deref().filter(|t| !t.is_empty());
         return admin::run(&dialer, target, token, timeout, args.json);
     }
