@@ -15,7 +15,8 @@ use tracing_subscriber::EnvFilter;
 pub const DEFAULT_FILTER: &str = "info";
 
 /// Flag parser for `--log-level`: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
-/// `RUST_LOG`-style directives such as `info,lbx::balance=debug`.
+/// `RUST_LOG`-style directives such as `debug,hyper=info` (lbx's own lines
+/// all carry the target `lbx::term`, so per-module levels inside lbx do not select among them).
 pub fn parse_filter(s: &str) -> Result<String, String> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     // A lone word is a target to EnvFilter; here it is meant as a level, so check it is one.
