@@ -324,19 +324,8 @@ fn a_slow_request_head_is_cut_off() {
     let mut c = TcpStream::connect(lb.addr()).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let mut buf = Vec::new();
     // Closed by lbx (end of stream or reset), not our 10 s read timeout, and unanswered.
-    match c.read_to_end(&mut buf) {
-        Ok(_) => {}
-        Err(e) => assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "the connection stayed open: {e}"
-        ),
-    }
-    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    assert_cut_off(&mut c);
 }
 
 #[test]

@@ -378,3 +378,93 @@ fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
     // From a trusted proxy, the forwarded addresses are the clients: they spread.
     assert_eq!(backends_seen(&["--trusted-proxies", "127.0.0.0/8"]), 2);
 }
+
+/// Reads one response with a Content-Length from a keep-alive connection.
+fn read_response(c: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = c.read(&mut chunk).expect("a response");
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+// An idle HTTP/1 connection parks (hyper's buffers are freed after 100 ms of quiet) and is
+// rebuilt when the client sends again: the client never notices.
+#[test]
+fn keep_alive_connections_serve_requests_after_going_idle() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    for target in [s.addr(), lb.addr()] {
+        let mut c = TcpStream::connect(target).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for round in 0..3 {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let r = read_response(&mut c);
+            assert!(
+                r.starts_with("HTTP/1.1 200"),
+                "round {round} via {target}: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // Two pipelined requests after a pause, the second split across another pause.
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+            .unwrap();
+        let r = read_response(&mut c);
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        std::thread::sleep(Duration::from_millis(300));
+        c.write_all(b"st: x\r\n\r\n").unwrap();
+        let r = read_response(&mut c);
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+}
+
+// Parking must not restart the header timer: a head trickled in one byte per pause longer
+// than the park delay is still cut off by --header-timeout.
+#[test]
+fn a_head_trickled_across_parks_is_cut_off() {
+    let s = serve(1, &[]);
+    let lb = balance(
+        &[s.addr()],
+        &[
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "1s",
+            "--workers",
+            "1",
+        ],
+    );
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(read_response(&mut c).starts_with("HTTP/1.1 200"));
+    // About 50 bytes, one per 200 ms: 10 s, far past the 1 s header timeout.
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijkl\r\n\r\n";
+    for b in head {
+        std::thread::sleep(Duration::from_millis(200));
+        if c.write_all(&[*b]).is_err() {
+            return; // closed under us: cut off
+        }
+    }
+    assert_cut_off(&mut c);
+}

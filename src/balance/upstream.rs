@@ -27,7 +27,7 @@ pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
 pub type Conn = SendRequest<UpBody>;
 
 /// Idle connections kept per backend per worker.
-const MAX_IDLE: usize = 512;
+const MAX_IDLE: usize = 64;
 
 /// One worker's idle connections, keyed by backend id.
 #[derive(Default)]

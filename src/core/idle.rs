@@ -3,11 +3,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -17,7 +18,14 @@ pub struct Activity {
     base: Instant,
     /// Milliseconds from `base` to the last move (an atomic so the IO stays `Send`).
     last_ms: AtomicU64,
+    /// [`READ_WAITING`] and [`WRITE_PENDING`].
+    flags: AtomicU8,
 }
+
+/// The last read found nothing to read.
+const READ_WAITING: u8 = 1;
+/// Bytes were offered for writing since the last flush: a writer (hyper) may still hold some.
+const WRITE_PENDING: u8 = 2;
 
 impl Activity {
     /// Starts counting idle time now.
@@ -25,6 +33,7 @@ impl Activity {
         Arc::new(Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
+            flags: AtomicU8::new(0),
         })
     }
 
@@ -33,7 +42,22 @@ impl Activity {
         self.last_ms.store(ms, Relaxed);
     }
 
-    fn last(&self) -> Instant {
+    fn flag(&self, flag: u8, on: bool) {
+        let f = self.flags.load(Relaxed);
+        let g = if on { f | flag } else { f & !flag };
+        if f != g {
+            self.flags.store(g, Relaxed);
+        }
+    }
+
+    /// True when the reader is waiting for bytes and everything written has been flushed: the
+    /// stream's user (hyper's HTTP/1 connection) holds nothing half done in its buffers.
+    pub fn quiet(&self) -> bool {
+        self.flags.load(Relaxed) == READ_WAITING
+    }
+
+    /// When bytes last moved.
+    pub fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Relaxed))
     }
 
@@ -52,16 +76,37 @@ impl Activity {
     }
 }
 
-/// A stream that notes in its [`Activity`] each read or write that moved bytes.
+/// A stream that notes in its [`Activity`] each read or write that moved bytes. It can also
+/// be rewound: bytes read earlier are read again first.
 pub struct Tracked<I> {
     io: I,
     activity: Arc<Activity>,
+    prefix: Bytes,
 }
 
 impl<I> Tracked<I> {
     /// Wraps `io`, reporting to `activity`.
     pub fn new(io: I, activity: Arc<Activity>) -> Tracked<I> {
-        Tracked { io, activity }
+        Tracked {
+            io,
+            activity,
+            prefix: Bytes::new(),
+        }
+    }
+
+    /// Makes `bytes` the next ones read.
+    pub fn rewind(&mut self, bytes: Bytes) {
+        self.prefix = bytes;
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &I {
+        &self.io
+    }
+
+    /// The wrapped stream, mutably.
+    pub fn get_mut(&mut self) -> &mut I {
+        &mut self.io
     }
 
     fn note<T>(&self, r: Poll<io::Result<T>>, moved: bool) -> Poll<io::Result<T>> {
@@ -79,8 +124,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            this.activity.flag(READ_WAITING, false);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.activity.flag(READ_WAITING, r.is_pending());
         let moved = buf.filled().len() > before;
         this.note(r, moved)
     }
@@ -93,6 +145,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.activity.flag(WRITE_PENDING, true);
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         let moved = matches!(r, Poll::Ready(Ok(n)) if n > 0);
         this.note(r, moved)
@@ -104,6 +157,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.activity.flag(WRITE_PENDING, true);
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         let moved = matches!(r, Poll::Ready(Ok(n)) if n > 0);
         this.note(r, moved)
@@ -114,7 +168,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        if r.is_ready() {
+            this.activity.flag(WRITE_PENDING, false);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -5,6 +5,7 @@ pub mod addr;
 pub mod backend;
 pub mod client;
 pub mod clock;
+mod conn;
 pub mod etcd;
 pub mod health;
 pub mod idle;

@@ -10,16 +10,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::idle::{Activity, Tracked};
+use super::conn::{Conn, Tracking};
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
 use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -229,26 +229,6 @@ impl Drop for Slot {
     }
 }
 
-/// Wraps a service to note that a connection's first request head has arrived.
-struct FirstRequest<S> {
-    inner: S,
-    seen: Rc<Cell<bool>>,
-}
-
-impl<S, R> Service<R> for FirstRequest<S>
-where
-    S: Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, req: R) -> Self::Future {
-        self.seen.set(true);
-        self.inner.call(req)
-    }
-}
-
 /// Accepts on `listener` until shutdown, serving each connection (HTTP/1.1 or HTTP/2, over TLS
 /// when `opts.tls` is set) with the service `make(info)` returns; then stops accepting and
 /// waits (up to `grace`) for open requests to finish.
@@ -272,11 +252,18 @@ pub async fn accept_loop<M, S, B>(
             return;
         }
     };
+    let keep_alive = opts.idle_timeout.unwrap_or(opts.header_timeout);
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(keep_alive)
+        .max_buf_size(MAX_BUF)
+        .writev(false)
+        .keep_alive(true);
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.idle_timeout.unwrap_or(opts.header_timeout))
+        .header_read_timeout(keep_alive)
         .max_buf_size(MAX_BUF)
         .writev(false)
         .keep_alive(true);
@@ -284,7 +271,7 @@ pub async fn accept_loop<M, S, B>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD as u32);
-    let builder = Rc::new(builder);
+    let (builder, h1) = (Rc::new(builder), Rc::new(h1));
     let slots = Rc::new(Slots::default());
     'accept: loop {
         if let Some(max) = opts.max_connections {
@@ -314,32 +301,29 @@ pub async fn accept_loop<M, S, B>(
                 let _ = stream.set_nodelay(true);
                 slots.open.set(slots.open.get() + 1);
                 let slot = Slot(slots.clone());
-                let seen = Rc::new(Cell::new(false));
                 let info = ConnInfo { peer, tls: opts.tls.is_some() };
-                let service = FirstRequest { inner: make(info), seen };
+                let service = Tracking::new(make(info));
                 let conn = Conn {
-                    builder: builder.clone(),
+                    auto: builder.clone(),
+                    h1: h1.clone(),
                     shutdown: shutdown.clone(),
                     // Slowloris: the TLS handshake and the first request head must be complete
                     // in time (hyper's header timer only starts once the auto builder has told
                     // HTTP/1 from HTTP/2); later heads are bounded by hyper's timer.
                     deadline: Instant::now() + opts.header_timeout,
                     idle: opts.idle_timeout,
+                    keep_alive,
                 };
                 let tls = opts.tls.as_ref().map(|t| t.load_full());
-                tokio::task::spawn_local(async move {
+                let task = async move {
                     let _slot = slot;
                     match tls {
-                        None => conn.serve(stream, service).await,
-                        Some(config) => {
-                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                            let handshake = tokio::time::timeout_at(conn.deadline, acceptor.accept(stream));
-                            if let Ok(Ok(tls)) = handshake.await {
-                                conn.serve(tls, service).await;
-                            }
-                        }
+                        None => conn.serve_plain(stream, service).await,
+                        // Boxed: the TLS state stays out of plain connections' tasks.
+                        Some(config) => Box::pin(conn.serve_tls(config, stream, service)).await,
                     }
-                });
+                };
+                tokio::task::spawn_local(task);
             }
         }
     }
@@ -351,59 +335,6 @@ pub async fn accept_loop<M, S, B>(
         tokio::select! {
             _ = slots.freed.notified() => {}
             _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-}
-
-/// One accepted connection's serving context.
-struct Conn {
-    builder: Rc<auto::Builder<LocalExec>>,
-    shutdown: watch::Receiver<bool>,
-    deadline: Instant,
-    idle: Option<Duration>,
-}
-
-impl Conn {
-    /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface) on `io` until it closes. At
-    /// shutdown, and when no byte has moved for the idle timeout (hyper's header timer only
-    /// covers HTTP/1), the connection closes gracefully: requests in flight finish first.
-    async fn serve<I, S, B>(mut self, io: I, service: FirstRequest<S>)
-    where
-        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let seen = service.seen.clone();
-        let activity = Activity::new();
-        let io = Tracked::new(io, activity.clone());
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        tokio::pin!(conn);
-        let mut first_head = true;
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                _ = &mut conn => return,
-                _ = self.shutdown.changed(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = tokio::time::sleep_until(self.deadline), if first_head => {
-                    if !seen.get() {
-                        return; // dropping the connection closes it
-                    }
-                    first_head = false;
-                }
-                _ = activity.idle_for(self.idle), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
         }
     }
 }

@@ -625,3 +625,25 @@ pub fn num(v: &serde_json::Value, path: &str) -> u64 {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or_else(|| panic!("{path} missing or not a count in {v}"))
 }
+
+/// Asserts that the server closed `c` (end of stream or reset, not the client's own read
+/// timeout) without answering 200.
+pub fn assert_cut_off(c: &mut TcpStream) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    match c.read_to_end(&mut buf) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection stayed open: {e}"
+        ),
+    }
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "answered: {}",
+        String::from_utf8_lossy(&buf)
+    );
+}

@@ -1,0 +1,429 @@
+//! One client connection's life after accept. HTTP/1 connections on a plain listener *park*
+//! when they go quiet: hyper's connection (its 8 KiB read and write buffers, the slot for a
+//! request future) is taken apart and dropped, and the task holds only the socket until the
+//! client sends again. Ten thousand idle keep-alive clients then cost about what their sockets
+//! cost, as with nginx, which frees a keep-alive connection's buffers the same way.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::idle::{Activity, Tracked};
+use super::server::LocalExec;
+
+/// How long an HTTP/1 connection stays quiet before it parks. Long enough that a busy
+/// keep-alive connection never pays for taking hyper's connection apart and building it again;
+/// short enough that idle clients hold no buffers for long.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// The HTTP/2 connection preface, which tells h2c with prior knowledge from HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the service wrapper knows about a connection's requests.
+#[derive(Default)]
+pub(super) struct ConnState {
+    /// A request head has arrived (the first-head deadline no longer applies).
+    seen: Cell<bool>,
+    /// Requests whose answer (head and body) hyper has not finished with.
+    in_flight: Cell<u32>,
+    /// The latest request had a body (hyper may still be reading it after the answer) or asked
+    /// for an upgrade: the connection must not park.
+    hold: Cell<bool>,
+}
+
+impl ConnState {
+    fn settled(&self) -> bool {
+        self.in_flight.get() == 0 && !self.hold.get()
+    }
+}
+
+/// Wraps a connection's service to follow its requests: the first head's arrival, and whether
+/// an answer is still being written.
+pub(super) struct Tracking<S> {
+    inner: S,
+    state: Rc<ConnState>,
+}
+
+impl<S> Tracking<S> {
+    pub(super) fn new(inner: S) -> Tracking<S> {
+        Tracking {
+            inner,
+            state: Rc::default(),
+        }
+    }
+}
+
+impl<S, B> Service<Request<Incoming>> for Tracking<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<Counted<B>>;
+    type Error = S::Error;
+    type Future = Answering<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let st = &self.state;
+        st.seen.set(true);
+        st.hold.set(
+            !req.body().is_end_stream()
+                || req.headers().contains_key(hyper::header::UPGRADE)
+                || req.method() == hyper::Method::CONNECT,
+        );
+        st.in_flight.set(st.in_flight.get() + 1);
+        Answering {
+            inner: self.inner.call(req),
+            guard: Some(InFlight(st.clone())),
+        }
+    }
+}
+
+/// Counts one request as in flight until dropped (with its response body, or its future when
+/// the request is abandoned).
+struct InFlight(Rc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+pin_project! {
+    /// The service's future; its response body keeps the request counted.
+    pub(super) struct Answering<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for Answering<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Counted<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let r = ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(r.map(|resp| {
+            resp.map(|body| Counted {
+                body,
+                _guard: guard,
+            })
+        }))
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request counted as in flight until hyper drops it.
+    pub(super) struct Counted<B> {
+        #[pin]
+        body: B,
+        _guard: Option<InFlight>,
+    }
+}
+
+impl<B: Body> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What the first bytes of a plain connection say.
+enum Sniff {
+    /// Not the HTTP/2 preface: HTTP/1.
+    Http1,
+    /// The HTTP/2 preface, or too little of it yet to tell: the auto builder decides.
+    Other,
+    /// Closed, failed, or silent past the deadline.
+    Gone,
+}
+
+async fn sniff(stream: &TcpStream, deadline: Instant) -> Sniff {
+    let mut buf = [0u8; 24];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Sniff::Gone,
+        Ok(Ok(n)) if buf[..n] != H2_PREFACE[..n] => Sniff::Http1,
+        Ok(Ok(_)) => Sniff::Other,
+    }
+}
+
+type H1Io = TokioIo<Tracked<TcpStream>>;
+
+/// One accepted connection's serving context.
+pub(super) struct Conn {
+    pub(super) auto: Rc<auto::Builder<LocalExec>>,
+    pub(super) h1: Rc<http1::Builder>,
+    pub(super) shutdown: watch::Receiver<bool>,
+    /// When the first request head must have arrived (the TLS handshake included).
+    pub(super) deadline: Instant,
+    /// Close a connection that moves no byte for this long.
+    pub(super) idle: Option<Duration>,
+    /// How long a keep-alive connection may wait for its next request head.
+    pub(super) keep_alive: Duration,
+}
+
+impl Conn {
+    /// Serves a plain TCP connection: HTTP/1 (parking while idle) or h2c.
+    pub(super) async fn serve_plain<S, B>(mut self, stream: TcpStream, service: Tracking<S>)
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match sniff(&stream, self.deadline).await {
+            Sniff::Gone => return,
+            // Boxed: the task of a parked HTTP/1 connection stays small.
+            Sniff::Other => return Box::pin(self.serve(stream, service)).await,
+            Sniff::Http1 => {}
+        }
+        let state = service.state.clone();
+        let activity = Activity::new();
+        let mut io = Tracked::new(stream, activity.clone());
+        let mut service = service;
+        loop {
+            // Boxed: a parked connection's task keeps none of hyper's state.
+            let conn = Box::pin(
+                self.h1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            let Some(parts) = self.run_h1(conn, &activity, &state).await else {
+                return;
+            };
+            let read_buf;
+            (io, service, read_buf) = (parts.io.into_inner(), parts.service, parts.read_buf);
+            if !read_buf.is_empty() {
+                // Part of a head had arrived: serve it at once, and park no more until a whole
+                // head is in (hyper's header timer must run on, or a client trickling a head
+                // could restart it at every park).
+                io.rewind(read_buf);
+                state.hold.set(true);
+                continue;
+            }
+            // Even empty, it may share hyper's read buffer: let that go.
+            drop(read_buf);
+            trim::parked();
+            // Parked: the task holds the socket and nothing else until the client sends.
+            let until = activity.last() + self.keep_alive;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return,
+                _ = tokio::time::sleep_until(until) => return,
+                ready = io.get_ref().readable() => if ready.is_err() { return },
+            }
+        }
+    }
+
+    /// Drives one HTTP/1 connection until it ends (`None`) or has been quiet with nothing in
+    /// flight for [`PARK_AFTER`], when it is taken apart and its parts returned.
+    async fn run_h1<S, B>(
+        &mut self,
+        mut conn: Pin<Box<http1::UpgradeableConnection<H1Io, Tracking<S>>>>,
+        activity: &Arc<Activity>,
+        state: &ConnState,
+    ) -> Option<http1::Parts<H1Io, Tracking<S>>>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut closing = false;
+        let mut first_head = !state.seen.get();
+        let park = tokio::time::sleep_until(activity.last() + PARK_AFTER);
+        tokio::pin!(park);
+        loop {
+            tokio::select! {
+                biased;
+                _ = conn.as_mut() => return None,
+                _ = self.shutdown.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(self.deadline), if first_head => {
+                    if !state.seen.get() {
+                        return None; // dropping the connection closes it
+                    }
+                    first_head = false;
+                }
+                _ = activity.idle_for(self.idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = &mut park, if !closing => {
+                    let due = activity.last() + PARK_AFTER;
+                    let now = Instant::now();
+                    if due > now {
+                        park.as_mut().reset(due);
+                    } else if state.settled() && activity.quiet() {
+                        return Pin::into_inner(conn).into_parts();
+                    } else {
+                        park.as_mut().reset(now + PARK_AFTER);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves a TLS connection once its handshake completes (within the first-head deadline).
+    pub(super) async fn serve_tls<S, B>(
+        self,
+        config: Arc<rustls::ServerConfig>,
+        stream: TcpStream,
+        service: Tracking<S>,
+    ) where
+        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshake = tokio::time::timeout_at(self.deadline, acceptor.accept(stream));
+        if let Ok(Ok(tls)) = handshake.await {
+            self.serve(tls, service).await;
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface) on `io` until it closes, without
+    /// parking (TLS connections, and h2c). At shutdown, and when no byte has moved for the idle
+    /// timeout (hyper's header timer only covers HTTP/1), the connection closes gracefully:
+    /// requests in flight finish first.
+    pub(super) async fn serve<I, S, B>(mut self, io: I, service: Tracking<S>)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let state = service.state.clone();
+        let activity = Activity::new();
+        let io = Tracked::new(io, activity.clone());
+        // Boxed, so the task of a parked HTTP/1 connection stays small.
+        let mut conn = Box::pin(
+            self.auto
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned(),
+        );
+        let mut first_head = true;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.shutdown.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(self.deadline), if first_head => {
+                    if !state.seen.get() {
+                        return; // dropping the connection closes it
+                    }
+                    first_head = false;
+                }
+                _ = activity.idle_for(self.idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// glibc keeps freed heap memory mapped, and the buffers parked connections free lie between
+/// allocations that live on (the connections' tasks), so the process would keep the size of
+/// its busiest moment. After a burst of parking, each worker asks glibc to hand whole free
+/// pages back to the kernel: at most twice a second, and only after many connections parked.
+mod trim {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    /// Parked connections that make a trim worth it (about 20 KB freed each).
+    const BATCH: u32 = 64;
+    /// Wait after the batch fills (more parking tends to follow), and between trims.
+    const SETTLE: Duration = Duration::from_millis(200);
+    const GAP: Duration = Duration::from_millis(300);
+
+    thread_local! {
+        static PARKED: Cell<u32> = const { Cell::new(0) };
+        static WAKE: Rc<Notify> = {
+            let wake = Rc::new(Notify::new());
+            tokio::task::spawn_local(trimmer(wake.clone()));
+            wake
+        };
+    }
+
+    /// Notes that a connection on this worker parked.
+    pub(super) fn parked() {
+        let n = PARKED.with(|p| {
+            p.set(p.get() + 1);
+            p.get()
+        });
+        if n == BATCH {
+            WAKE.with(|w| w.notify_one());
+        }
+    }
+
+    async fn trimmer(wake: Rc<Notify>) {
+        loop {
+            wake.notified().await;
+            tokio::time::sleep(SETTLE).await;
+            PARKED.with(|p| p.set(0));
+            release_free_pages();
+            tokio::time::sleep(GAP).await;
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn release_free_pages() {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers; it only returns free pages to the kernel.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn release_free_pages() {}
+}
