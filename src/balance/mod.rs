@@ -337,12 +337,11 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         upgrades: cfg.protocols.upgrades.clone(),
     });
     let worker_count = cfg.workers.max(1);
+    // One set of connection limits for every accept loop; a reload replaces it.
+    let conn_settings = Arc::new(server::ConnSettings::new(conn_limits(policy, worker_count)));
     let opts = ConnOptions {
+        limits: conn_settings.clone(),
         grace: cfg.grace,
-        header_timeout: policy.header_timeout,
-        idle_timeout: Some(policy.idle_timeout),
-        // Each worker takes its share of the limit (rounded up), so no count crosses threads.
-        max_connections: policy.max_connections.map(|m| m.div_ceil(worker_count)),
         // Without --tls-port the main listener serves TLS.
         tls: tls.clone().filter(|_| tls_addr == Some(addr)),
     };
@@ -497,6 +496,16 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         control,
         discovery,
     })
+}
+
+/// The client connection limits `policy` sets for each accept loop of `workers` workers.
+fn conn_limits(policy: &Policy, workers: usize) -> server::ConnLimits {
+    server::ConnLimits {
+        header_timeout: policy.header_timeout,
+        idle_timeout: Some(policy.idle_timeout),
+        // Each worker takes its share of the limit (rounded up), so no count crosses threads.
+        max_connections: policy.max_connections.map(|m| m.div_ceil(workers)),
+    }
 }
 
 /// Puts a reloaded policy in force for new requests: the pool's algorithm and slow start, then
