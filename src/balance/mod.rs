@@ -351,6 +351,8 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         ..opts.clone()
     };
     let workers = Workers::spawn("balance", per_worker, move |_, (plain, tls_l), shutdown| {
+        // The limiter and the worker's policy copy come from one load, so they agree.
+        let policy = Rc::new(Policy::clone(&shared.policy.load()));
         let worker = Rc::new(proxy::Worker {
             shared: shared.clone(),
             conns: Rc::default(),
@@ -359,12 +361,8 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 worker_count,
                 tokio::time::Instant::now().into_std(),
             )),
-            limiter: shared
-                .policy
-                .load()
-                .rate_limit
-                .map(|r| RefCell::new(RateLimiter::new(r))),
-            policy: RefCell::new((0, Rc::new(Policy::clone(&shared.policy.load())))),
+            limiter: RefCell::new(policy.rate_limit.map(RateLimiter::new)),
+            policy: RefCell::new((0, policy)),
         });
         // Idle connections to backends that left the set (registry, reload, discovery) are
         // dropped by a periodic sweep of this worker's own pool.
