@@ -420,6 +420,10 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                         Err(e) => return Err(format!("TLS certificates not reloaded: {e}")),
                     }
                 }
+                reload_shared
+                    .dialer
+                    .set_connect_timeout(new.connect_timeout);
+                conn_settings.set(conn_limits(&new.policy, worker_count));
                 apply_policy(&reload_shared, new.policy);
                 let hc = new.health;
                 health_tx.send_if_modified(|cur| {
