@@ -1,9 +1,11 @@
 //! The config file end to end: errors with line and column, flags over the file, reload on
-//! SIGHUP and POST /reload without failing a request, an invalid reload that keeps serving.
+//! SIGHUP and POST /reload without failing a request, an invalid reload that keeps serving, and
+//! reloaded limits (rate limit, connection limits and timeouts, connect timeout) taking effect.
 
 mod common;
 use common::*;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,8 +50,13 @@ fn backends_toml(addrs: &[SocketAddr]) -> String {
     )
 }
 
-/// `lbx balance --config FILE -p 0 --host 127.0.0.1`, with its admin address.
+/// `lbx balance --config FILE -p 0 --host 127.0.0.1 --workers 2`, with its admin address.
 fn balance_from(file: &Path) -> (Proc, SocketAddr) {
+    balance_from_workers(file, 2)
+}
+
+/// [`balance_from`] with `workers` worker threads.
+fn balance_from_workers(file: &Path, workers: usize) -> (Proc, SocketAddr) {
     let lb = Proc::start(
         &[
             "balance",
@@ -60,7 +67,7 @@ fn balance_from(file: &Path) -> (Proc, SocketAddr) {
             "--host",
             "127.0.0.1",
             "--workers",
-            "2",
+            &workers.to_string(),
         ],
         1,
     );
@@ -355,4 +362,314 @@ fn reload_applies_traffic_policy_to_new_requests() {
     );
     let r = request(lb.addr(), "POST", "/echo", &[], &[b'x'; 2048]).unwrap();
     assert_eq!(r.status, 413, "max_body after the reload");
+}
+
+/// A config file over `backend` with `traffic` as its `[traffic]` section and an admin API.
+fn traffic_toml(backend: SocketAddr, traffic: &str) -> String {
+    format!("backends = [\"{backend}\"]\n[traffic]\n{traffic}\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+}
+
+/// POST /reload, which must succeed and name `setting` among the changes.
+fn reload_naming(admin: SocketAddr, setting: &str) {
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(setting), "{}", r.text());
+    assert!(
+        !r.text().contains("next restart"),
+        "{setting} applies without a restart: {}",
+        r.text()
+    );
+}
+
+const ASK: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Sends `GET /` on a kept-alive connection and reads the one response (10 s at most).
+fn exchange(c: &mut TcpStream) -> Resp {
+    send_and_read(c, ASK)
+}
+
+/// Sends `bytes` and reads one whole response (10 s at most).
+fn send_and_read(c: &mut TcpStream, bytes: &[u8]) -> Resp {
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(bytes).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = c.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed before a whole response: {raw:?}");
+        raw.extend_from_slice(&buf[..n]);
+        if let Ok(r) = parse_response(&raw, false) {
+            return r;
+        }
+    }
+}
+
+/// A new connection that sends `GET /` and, the balancer being at its connection limit, gets
+/// no answer (within 300 ms, as `policy::max_connections_holds_new_ones_in_the_queue` checks).
+fn waiting(lb: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(lb).unwrap();
+    c.write_all(ASK).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        c.read(&mut [0u8; 64]).is_err(),
+        "a connection served over the limit"
+    );
+    c
+}
+
+/// The answer a [`waiting`] connection gets once it is served (10 s at most).
+fn served(c: &mut TcpStream) -> Resp {
+    send_and_read(c, b"")
+}
+
+/// True when `c` is closed (end of stream or reset) before `limit`, false when it stays open.
+fn closed_within(c: &mut TcpStream, limit: Duration) -> bool {
+    c.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn reload_turns_the_rate_limit_on_and_off() {
+    let a = serve(1, &[]);
+    let f = File::new(&traffic_toml(a.addr(), ""));
+    let (lb, admin) = balance_from(&f.0);
+    let statuses = |n| -> Vec<u16> {
+        (0..n)
+            .map(|_| get(lb.addr(), "/").unwrap().status)
+            .collect()
+    };
+    assert!(statuses(20).iter().all(|&s| s == 200), "no limit yet");
+
+    // One request a minute per client and worker: of 20, at most one per worker gets through.
+    f.write(&traffic_toml(a.addr(), "rate_limit = \"1/m\""));
+    reload_naming(admin, "traffic.rate_limit");
+    let limited = statuses(20);
+    let refused = limited.iter().filter(|&&s| s == 429).count();
+    assert!(refused >= 18, "{refused} of 20 got 429: {limited:?}");
+
+    // Removed again: nothing is limited.
+    f.write(&traffic_toml(a.addr(), ""));
+    reload_naming(admin, "traffic.rate_limit");
+    let after = statuses(20);
+    assert!(after.iter().all(|&s| s == 200), "{after:?}");
+}
+
+#[test]
+fn reload_lowering_max_connections_keeps_open_connections() {
+    let a = serve(1, &[]);
+    let f = File::new(&traffic_toml(a.addr(), ""));
+    let (lb, admin) = balance_from_workers(&f.0, 1);
+    let mut first = TcpStream::connect(lb.addr()).unwrap();
+    let mut second = TcpStream::connect(lb.addr()).unwrap();
+    assert_eq!(exchange(&mut first).status, 200);
+    assert_eq!(exchange(&mut second).status, 200);
+
+    // Two connections are open and the limit drops to one: neither is closed, a third waits.
+    f.write(&traffic_toml(a.addr(), "max_connections = 1"));
+    reload_naming(admin, "traffic.max_connections");
+    let mut third = waiting(lb.addr());
+    assert_eq!(
+        exchange(&mut first).status,
+        200,
+        "an open connection works on"
+    );
+    assert_eq!(exchange(&mut second).status, 200);
+
+    // Once both have closed, the waiting connection is served.
+    drop(first);
+    drop(second);
+    assert_eq!(served(&mut third).status, 200);
+}
+
+#[test]
+fn reload_raising_max_connections_serves_a_waiting_connection() {
+    let a = serve(1, &[]);
+    let f = File::new(&traffic_toml(a.addr(), "max_connections = 1"));
+    let (lb, admin) = balance_from_workers(&f.0, 1);
+    let mut first = TcpStream::connect(lb.addr()).unwrap();
+    assert_eq!(exchange(&mut first).status, 200);
+    let mut second = waiting(lb.addr());
+
+    // The limit goes up while the first connection stays open: the waiting one is taken.
+    f.write(&traffic_toml(a.addr(), "max_connections = 2"));
+    reload_naming(admin, "traffic.max_connections");
+    assert_eq!(served(&mut second).status, 200);
+    assert_eq!(exchange(&mut first).status, 200);
+}
+
+#[test]
+fn reload_shortens_the_header_timeout_of_new_connections() {
+    let a = serve(1, &[]);
+    let patient = "header_timeout = \"1h\"\nidle_timeout = \"1h\"";
+    let f = File::new(&traffic_toml(a.addr(), patient));
+    let (lb, admin) = balance_from(&f.0);
+    let partial = b"GET / HTTP/1.1\r\nHost: x\r\n";
+    let mut before = TcpStream::connect(lb.addr()).unwrap();
+    before.write_all(partial).unwrap();
+
+    let hasty = "header_timeout = \"300ms\"\nidle_timeout = \"1h\"";
+    f.write(&traffic_toml(a.addr(), hasty));
+    reload_naming(admin, "traffic.header_timeout");
+    // A new connection that stalls mid-head is cut off (well before our 10 s read timeout).
+    let mut after = TcpStream::connect(lb.addr()).unwrap();
+    after.write_all(partial).unwrap();
+    assert!(
+        closed_within(&mut after, Duration::from_secs(10)),
+        "a stalled head outlived the reloaded header timeout"
+    );
+    // The connection accepted before the reload keeps its hour: still open, and it completes.
+    assert!(
+        !closed_within(&mut before, Duration::from_millis(200)),
+        "the connection from before the reload was cut off"
+    );
+    assert_eq!(send_and_read(&mut before, b"\r\n").status, 200);
+}
+
+/// A backend on 127.0.0.1 that answers health checks until [`Hanging::hang`]; then nobody
+/// accepts its connections, its accept queue fills, and the kernel drops further attempts: a
+/// dial to it hangs until the dialer (or the probe) gives up.
+struct Hanging {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<std::net::TcpListener>>,
+    /// Once hung: the listener and the connections that fill its queue, kept open.
+    held: Option<(std::net::TcpListener, Vec<TcpStream>)>,
+}
+
+impl Hanging {
+    fn start() -> Hanging {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(1).unwrap(); // a short accept queue, quick to fill
+        s.set_nonblocking(true).unwrap();
+        let l: std::net::TcpListener = s.into();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let server = std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+            l
+        });
+        Hanging {
+            addr,
+            stop,
+            server: Some(server),
+            held: None,
+        }
+    }
+
+    /// Stops accepting and fills the accept queue (probes may take some of its places).
+    fn hang(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let listener = self.server.take().unwrap().join().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            match TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) {
+                Ok(c) => queued.push(c),
+                Err(_) => {
+                    // An attempt hung: the queue is full.
+                    self.held = Some((listener, queued));
+                    return;
+                }
+            }
+        }
+        panic!("the accept queue of {} never filled", self.addr);
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits (20 s at most) for the stderr line that reports `backend` down, and returns it.
+fn down_line(lb: &Proc, backend: SocketAddr) -> String {
+    let want = format!("backend {backend} DOWN");
+    let mut found = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            found = found
+                .take()
+                .or_else(|| lb.stderr_so_far().into_iter().find(|l| l.contains(&want)));
+            found.is_some()
+        }),
+        "no line with {want:?}"
+    );
+    found.unwrap()
+}
+
+#[test]
+fn reload_changes_the_connect_timeout_of_new_dials() {
+    let a = serve(1, &[]);
+    let (mut x, mut y) = (Hanging::start(), Hanging::start());
+    let backends = [a.addr(), x.addr, y.addr];
+    let file = |connect: &str| {
+        format!(
+            "backends = [\"{}\", \"{}\", \"{}\"]\nconnect_timeout = \"{connect}\"\n\
+             [health]\ninterval = \"100ms\"\ntimeout = \"1s\"\nfall = 5\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
+            backends[0], backends[1], backends[2]
+        )
+    };
+    let f = File::new(&file("30s"));
+    let (lb, admin) = balance_from(&f.0);
+    // Every backend passes a probe first, so going down is a transition the log reports.
+    let probed_up = |b: SocketAddr| {
+        let r = admin_call(admin, "GET", "/backends", None, "");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["address"] == b.to_string() && e["last_probe"]["healthy"] == true)
+    };
+    assert!(wait_until(Duration::from_secs(10), || probed_up(x.addr)
+        && probed_up(y.addr)));
+
+    // Under a 30 s connect timeout, the 1 s probe timeout is what ends a hanging dial.
+    x.hang();
+    let line = down_line(&lb, x.addr);
+    assert!(line.contains("timed out after 1s"), "{line}");
+
+    // After a reload to 50 ms, the dialer gives up first, and says after how long. (Of the
+    // five failures that take y down, at most the probes queued before it hung can be
+    // anything else.)
+    f.write(&file("50ms"));
+    reload_naming(admin, "connect_timeout");
+    y.hang();
+    let line = down_line(&lb, y.addr);
+    assert!(line.contains("no connection within 50ms"), "{line}");
 }

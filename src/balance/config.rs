@@ -405,10 +405,10 @@ pub struct Reloader {
 
 impl Reloader {
     /// Re-reads the file and applies its backends through the registry; returns a summary and
-    /// the settings now in force (the caller applies the health checks and the traffic policy).
-    /// On any error nothing changes and the reason is logged and returned. Listener, worker,
-    /// admin and log settings, and the per-connection and per-worker limits, apply at the next
-    /// restart; the summary names those that changed.
+    /// the settings now in force (the caller applies the health checks, the traffic policy, the
+    /// client connection limits and the connect timeout). On any error nothing changes and the
+    /// reason is logged and returned. Listener, worker, grace, admin and log settings apply at
+    /// the next restart; the summary names the settings that changed, and when each applies.
     pub fn reload(&self, registry: &Registry) -> Result<(String, BalanceArgs), String> {
         let merged = read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit));
         let merged = match merged {
@@ -434,21 +434,21 @@ impl Reloader {
                 summary.push_str(&format!("; {what} {}", list.join(", ")));
             }
         }
-        let (health, rest): (Vec<&str>, Vec<&str>) =
-            changed.into_iter().partition(|n| n.starts_with("health."));
-        let (traffic, restart): (Vec<&str>, Vec<&str>) =
-            rest.into_iter().partition(|n| n.starts_with("traffic."));
-        if !health.is_empty() {
-            summary.push_str(&format!("; health checks now use {}", health.join(", ")));
-        }
-        if !traffic.is_empty() {
-            summary.push_str(&format!("; new requests now use {}", traffic.join(", ")));
-        }
-        if !restart.is_empty() {
-            summary.push_str(&format!(
-                "; changed settings that apply at the next restart: {}",
-                restart.join(", ")
-            ));
+        for when in [
+            Applies::Health,
+            Applies::Requests,
+            Applies::ClientConnections,
+            Applies::BackendConnections,
+            Applies::Restart,
+        ] {
+            let names: Vec<&str> = changed
+                .iter()
+                .filter(|(_, w)| *w == when)
+                .map(|(n, _)| *n)
+                .collect();
+            if !names.is_empty() {
+                summary.push_str(&format!("; {} {}", when.phrase(), names.join(", ")));
+            }
         }
         crate::term::info(&summary);
         Ok((summary, merged.args))
@@ -457,50 +457,100 @@ impl Reloader {
 
 type Show = fn(&BalanceArgs) -> String;
 
-/// The settings a reload reports when they change, each with how to compare it. The health
-/// ones are applied; the rest wait for a restart.
-const REPORTED_SETTINGS: [(&str, Show); 26] = [
-    ("host", |a| a.host.to_string()),
-    ("port", |a| a.port.to_string()),
-    ("workers", |a| format!("{:?}", a.workers)),
-    ("connect_timeout", |a| format!("{:?}", a.connect_timeout)),
-    ("grace", |a| format!("{:?}", a.grace)),
-    ("health.path", |a| a.health_path.clone()),
-    ("health.interval", |a| format!("{:?}", a.interval)),
-    ("health.timeout", |a| format!("{:?}", a.timeout)),
-    ("health.rise", |a| a.rise.to_string()),
-    ("health.fall", |a| a.fall.to_string()),
-    ("traffic.algorithm", |a| format!("{:?}", a.algorithm)),
-    ("traffic.hash_key", |a| format!("{:?}", a.hash_key)),
-    ("traffic.eject_after", |a| a.eject_after.to_string()),
-    ("traffic.slow_start", |a| format!("{:?}", a.slow_start)),
-    ("traffic.retries", |a| a.retries.to_string()),
-    ("traffic.response_timeout", |a| {
-        format!("{:?}", a.response_timeout)
-    }),
-    ("traffic.max_body", |a| format!("{:?}", a.max_body)),
-    ("traffic.trusted_proxies", |a| {
-        format!("{:?}", a.trusted_proxies)
-    }),
-    // Fixed per accept loop or per worker: these wait for a restart.
-    ("header_timeout", |a| format!("{:?}", a.header_timeout)),
-    ("idle_timeout", |a| format!("{:?}", a.idle_timeout)),
-    ("max_connections", |a| format!("{:?}", a.max_connections)),
-    ("rate_limit", |a| format!("{:?}", a.rate_limit)),
-    ("admin.listen", |a| format!("{:?}", a.admin)),
-    ("admin.token", |a| format!("{:?}", a.admin_token)),
-    ("log_level", |a| format!("{:?}", a.log_level)),
-    ("access_log", |a| {
-        format!("{:?} {:?}", a.access_log, a.access_log_format)
-    }),
-];
+/// When a reloaded setting takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applies {
+    /// The prober restarts with it.
+    Health,
+    /// The next request reads it.
+    Requests,
+    /// Client connections accepted from now on get it.
+    ClientConnections,
+    /// Connections to backends (and probes) dialed from now on use it.
+    BackendConnections,
+    /// Bound when lbx starts: listeners, threads, the admin API, logging.
+    Restart,
+}
 
-/// Names of the settings (other than backends) that differ.
-fn changed_settings(old: &BalanceArgs, new: &BalanceArgs) -> Vec<&'static str> {
+impl Applies {
+    /// How the reload summary introduces the settings.
+    fn phrase(self) -> &'static str {
+        match self {
+            Applies::Health => "health checks now use",
+            Applies::Requests => "new requests now use",
+            Applies::ClientConnections => "new client connections now use",
+            Applies::BackendConnections => "new backend connections now use",
+            Applies::Restart => "changed settings that apply at the next restart:",
+        }
+    }
+}
+
+/// The settings a reload reports when they change, with when each applies and how to compare
+/// it.
+const REPORTED_SETTINGS: [(&str, Applies, Show); 26] = {
+    use Applies::*;
+    [
+        ("host", Restart, |a| a.host.to_string()),
+        ("port", Restart, |a| a.port.to_string()),
+        ("workers", Restart, |a| format!("{:?}", a.workers)),
+        ("connect_timeout", BackendConnections, |a| {
+            format!("{:?}", a.connect_timeout)
+        }),
+        ("grace", Restart, |a| format!("{:?}", a.grace)),
+        ("health.path", Health, |a| a.health_path.clone()),
+        ("health.interval", Health, |a| format!("{:?}", a.interval)),
+        ("health.timeout", Health, |a| format!("{:?}", a.timeout)),
+        ("health.rise", Health, |a| a.rise.to_string()),
+        ("health.fall", Health, |a| a.fall.to_string()),
+        ("traffic.algorithm", Requests, |a| {
+            format!("{:?}", a.algorithm)
+        }),
+        ("traffic.hash_key", Requests, |a| {
+            format!("{:?}", a.hash_key)
+        }),
+        ("traffic.eject_after", Requests, |a| {
+            a.eject_after.to_string()
+        }),
+        ("traffic.slow_start", Requests, |a| {
+            format!("{:?}", a.slow_start)
+        }),
+        ("traffic.retries", Requests, |a| a.retries.to_string()),
+        ("traffic.response_timeout", Requests, |a| {
+            format!("{:?}", a.response_timeout)
+        }),
+        ("traffic.max_body", Requests, |a| {
+            format!("{:?}", a.max_body)
+        }),
+        ("traffic.rate_limit", Requests, |a| {
+            format!("{:?}", a.rate_limit)
+        }),
+        ("traffic.trusted_proxies", Requests, |a| {
+            format!("{:?}", a.trusted_proxies)
+        }),
+        ("traffic.header_timeout", ClientConnections, |a| {
+            format!("{:?}", a.header_timeout)
+        }),
+        ("traffic.idle_timeout", ClientConnections, |a| {
+            format!("{:?}", a.idle_timeout)
+        }),
+        ("traffic.max_connections", ClientConnections, |a| {
+            format!("{:?}", a.max_connections)
+        }),
+        ("admin.listen", Restart, |a| format!("{:?}", a.admin)),
+        ("admin.token", Restart, |a| format!("{:?}", a.admin_token)),
+        ("log_level", Restart, |a| format!("{:?}", a.log_level)),
+        ("access_log", Restart, |a| {
+            format!("{:?} {:?}", a.access_log, a.access_log_format)
+        }),
+    ]
+};
+
+/// The settings (other than backends) that differ, with when each applies.
+fn changed_settings(old: &BalanceArgs, new: &BalanceArgs) -> Vec<(&'static str, Applies)> {
     REPORTED_SETTINGS
         .iter()
-        .filter(|(_, show)| show(old) != show(new))
-        .map(|(name, _)| *name)
+        .filter(|(_, _, show)| show(old) != show(new))
+        .map(|(name, when, _)| (*name, *when))
         .collect()
 }
 
@@ -562,8 +612,32 @@ mod tests {
     fn reload_names_the_settings_that_changed() {
         let old = flags(&["-b", ":1"]);
         let new = flags(&["-b", ":2", "--rise", "4", "-p", "81"]);
-        assert_eq!(changed_settings(&old, &new), ["port", "health.rise"]);
+        assert_eq!(
+            changed_settings(&old, &new),
+            [("port", Applies::Restart), ("health.rise", Applies::Health)]
+        );
         assert!(changed_settings(&old, &old).is_empty());
+        let limits = flags(&[
+            "-b",
+            ":1",
+            "--rate-limit",
+            "5/s",
+            "--header-timeout",
+            "1s",
+            "--max-connections",
+            "9",
+            "--connect-timeout",
+            "1s",
+        ]);
+        assert_eq!(
+            changed_settings(&old, &limits),
+            [
+                ("connect_timeout", Applies::BackendConnections),
+                ("traffic.rate_limit", Applies::Requests),
+                ("traffic.header_timeout", Applies::ClientConnections),
+                ("traffic.max_connections", Applies::ClientConnections),
+            ]
+        );
     }
 
     #[test]

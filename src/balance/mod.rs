@@ -337,12 +337,11 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         upgrades: cfg.protocols.upgrades.clone(),
     });
     let worker_count = cfg.workers.max(1);
+    // One set of connection limits for every accept loop; a reload replaces it.
+    let conn_settings = Arc::new(server::ConnSettings::new(conn_limits(policy, worker_count)));
     let opts = ConnOptions {
+        limits: conn_settings.clone(),
         grace: cfg.grace,
-        header_timeout: policy.header_timeout,
-        idle_timeout: Some(policy.idle_timeout),
-        // Each worker takes its share of the limit (rounded up), so no count crosses threads.
-        max_connections: policy.max_connections.map(|m| m.div_ceil(worker_count)),
         // Without --tls-port the main listener serves TLS.
         tls: tls.clone().filter(|_| tls_addr == Some(addr)),
     };
@@ -352,6 +351,8 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         ..opts.clone()
     };
     let workers = Workers::spawn("balance", per_worker, move |_, (plain, tls_l), shutdown| {
+        // The limiter and the worker's policy copy come from one load, so they agree.
+        let policy = Rc::new(Policy::clone(&shared.policy.load()));
         let worker = Rc::new(proxy::Worker {
             shared: shared.clone(),
             conns: Rc::default(),
@@ -360,12 +361,8 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 worker_count,
                 tokio::time::Instant::now().into_std(),
             )),
-            limiter: shared
-                .policy
-                .load()
-                .rate_limit
-                .map(|r| RefCell::new(RateLimiter::new(r))),
-            policy: RefCell::new((0, Rc::new(Policy::clone(&shared.policy.load())))),
+            limiter: RefCell::new(policy.rate_limit.map(RateLimiter::new)),
+            policy: RefCell::new((0, policy)),
         });
         // Idle connections to backends that left the set (registry, reload, discovery) are
         // dropped by a periodic sweep of this worker's own pool.
@@ -423,6 +420,10 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                         Err(e) => return Err(format!("TLS certificates not reloaded: {e}")),
                     }
                 }
+                reload_shared
+                    .dialer
+                    .set_connect_timeout(new.connect_timeout);
+                conn_settings.set(conn_limits(&new.policy, worker_count));
                 apply_policy(&reload_shared, new.policy);
                 let hc = new.health;
                 health_tx.send_if_modified(|cur| {
@@ -497,6 +498,16 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         control,
         discovery,
     })
+}
+
+/// The client connection limits `policy` sets for each accept loop of `workers` workers.
+fn conn_limits(policy: &Policy, workers: usize) -> server::ConnLimits {
+    server::ConnLimits {
+        header_timeout: policy.header_timeout,
+        idle_timeout: Some(policy.idle_timeout),
+        // Each worker takes its share of the limit (rounded up), so no count crosses threads.
+        max_connections: policy.max_connections.map(|m| m.div_ceil(workers)),
+    }
 }
 
 /// Puts a reloaded policy in force for new requests: the pool's algorithm and slow start, then

@@ -69,9 +69,9 @@ pub(super) fn over_limits(
     peer: SocketAddr,
     parts: &Parts,
 ) -> Option<Response<ProxyBody>> {
-    if let Some(limiter) = &w.limiter {
+    if let Some(limiter) = w.limiter.borrow_mut().as_mut() {
         let now = tokio::time::Instant::now().into_std();
-        if let Err(wait) = limiter.borrow_mut().check(peer.ip(), now) {
+        if let Err(wait) = limiter.check(peer.ip(), now) {
             w.shared.stats.rate_limited.fetch_add(1, Relaxed);
             let mut r = local(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -44,8 +44,9 @@ pub struct Worker {
     pub rng: RefCell<fastrand::Rng>,
     /// This worker's share of the retry budget.
     pub budget: RefCell<RetryBudget>,
-    /// This worker's per-client token buckets, when `--rate-limit` is set.
-    pub limiter: Option<RefCell<RateLimiter>>,
+    /// This worker's per-client token buckets, when `--rate-limit` is set. Rebuilt (empty) when
+    /// a reload changes the rate, kept across reloads that do not.
+    pub limiter: RefCell<Option<RateLimiter>>,
     /// This worker's copy of the policy and the generation it was taken at.
     pub policy: RefCell<(u64, Rc<super::policy::Policy>)>,
 }
@@ -53,6 +54,7 @@ pub struct Worker {
 impl Worker {
     /// The policy in force: this worker's copy, refreshed after a reload swapped in a new one
     /// (one relaxed load of a rarely written counter per call; no shared reference count).
+    /// The rate limiter follows a refreshed policy's `rate_limit`.
     pub fn policy(&self) -> Rc<super::policy::Policy> {
         let generation = self
             .shared
@@ -60,10 +62,11 @@ impl Worker {
             .load(std::sync::atomic::Ordering::Acquire);
         let mut cached = self.policy.borrow_mut();
         if cached.0 != generation {
-            *cached = (
-                generation,
-                Rc::new(Policy::clone(&self.shared.policy.load())),
-            );
+            let next = Rc::new(Policy::clone(&self.shared.policy.load()));
+            if next.rate_limit != cached.1.rate_limit {
+                *self.limiter.borrow_mut() = next.rate_limit.map(RateLimiter::new);
+            }
+            *cached = (generation, next);
         }
         cached.1.clone()
     }

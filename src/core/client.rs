@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -152,14 +153,16 @@ pub struct TlsOptions {
     pub cacert: Option<PathBuf>,
 }
 
-/// Dials targets. Cheap to clone; the TLS configuration is built once, on first https use.
+/// Dials targets. Cheap to clone (clones share their settings); the TLS configuration is built
+/// once, on first https use.
 #[derive(Clone)]
 pub struct Dialer {
     inner: Arc<DialerInner>,
 }
 
 struct DialerInner {
-    connect_timeout: Duration,
+    /// In nanoseconds: a reload may change it (see [`Dialer::set_connect_timeout`]).
+    connect_timeout: AtomicU64,
     /// Offer only `h2` in TLS ALPN (for HTTP/2 clients); otherwise `http/1.1`.
     alpn_h2: bool,
     tls_opts: TlsOptions,
@@ -169,23 +172,20 @@ struct DialerInner {
 impl Dialer {
     /// A dialer with this connect timeout (covering DNS, TCP and TLS).
     pub fn new(connect_timeout: Duration, tls_opts: TlsOptions) -> Dialer {
-        Dialer {
-            inner: Arc::new(DialerInner {
-                connect_timeout,
-                alpn_h2: false,
-                tls_opts,
-                tls: OnceLock::new(),
-            }),
-        }
+        Dialer::build(connect_timeout, false, tls_opts)
     }
 
     /// Like [`Dialer::new`], but TLS offers HTTP/2 (`h2`) in ALPN instead of HTTP/1.1; pair it
     /// with [`handshake_h2`].
     pub fn new_h2(connect_timeout: Duration, tls_opts: TlsOptions) -> Dialer {
+        Dialer::build(connect_timeout, true, tls_opts)
+    }
+
+    fn build(connect_timeout: Duration, alpn_h2: bool, tls_opts: TlsOptions) -> Dialer {
         Dialer {
             inner: Arc::new(DialerInner {
-                connect_timeout,
-                alpn_h2: true,
+                connect_timeout: AtomicU64::new(nanos(connect_timeout)),
+                alpn_h2,
                 tls_opts,
                 tls: OnceLock::new(),
             }),
@@ -194,7 +194,13 @@ impl Dialer {
 
     /// The connect timeout.
     pub fn connect_timeout(&self) -> Duration {
-        self.inner.connect_timeout
+        Duration::from_nanos(self.inner.connect_timeout.load(Relaxed))
+    }
+
+    /// Changes the connect timeout of this dialer and its clones: dials that start afterwards
+    /// use it, those under way keep theirs (a config reload of `lbx balance`).
+    pub fn set_connect_timeout(&self, timeout: Duration) {
+        self.inner.connect_timeout.store(nanos(timeout), Relaxed);
     }
 
     /// Fails early (at start-up) when the TLS options cannot be loaded, e.g. a bad `--cacert`.
@@ -228,7 +234,7 @@ impl Dialer {
         target: &Target,
         timings: &mut DialTimings,
     ) -> Result<Stream, ConnectError> {
-        let limit = self.inner.connect_timeout;
+        let limit = self.connect_timeout();
         match tokio::time::timeout(limit, self.dial_inner(target, timings)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError {
@@ -302,6 +308,11 @@ impl Dialer {
         t.tls = tls_start.elapsed();
         Ok(Stream::Tls(Box::new(tls)))
     }
+}
+
+/// A duration in whole nanoseconds, saturating (at over 500 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn connect_err(e: io::Error) -> ConnectError {
@@ -540,5 +551,24 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_connect_timeout_reaches_every_clone_and_no_other_dialer() {
+        let d = Dialer::new(Duration::from_secs(3), TlsOptions::default());
+        let (clone, other) = (
+            d.clone(),
+            Dialer::new(Duration::from_secs(3), TlsOptions::default()),
+        );
+        d.set_connect_timeout(Duration::from_millis(250));
+        assert_eq!(clone.connect_timeout(), Duration::from_millis(250));
+        assert_eq!(other.connect_timeout(), Duration::from_secs(3));
+        clone.set_connect_timeout(Duration::MAX);
+        assert_eq!(d.connect_timeout(), Duration::from_nanos(u64::MAX));
     }
 }

@@ -179,23 +179,88 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Connection settings.
-#[derive(Clone, Debug)]
-pub struct ConnOptions {
+/// The limits of a client connection, fixed when it is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
     /// Time a client has to send a complete request head. Without `idle_timeout` it covers
     /// every request, keep-alive waits included; with it, only a new connection's first. A new
     /// connection's TLS handshake counts against it too.
     pub header_timeout: Duration,
-    /// How long to wait for in-flight requests at shutdown.
-    pub grace: Duration,
     /// Time a keep-alive connection may wait for its next request head (hyper's header read
     /// timer starts when a connection goes idle, so this bounds idle time plus head time). A
     /// connection (HTTP/2 ones included) that moves no byte for this long is also closed
     /// gracefully.
     pub idle_timeout: Option<Duration>,
-    /// Connections this accept loop keeps open at once; beyond it, it stops accepting and new
+    /// Connections an accept loop keeps open at once; beyond it, it stops accepting and new
     /// connections wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+}
+
+impl ConnLimits {
+    /// How long a keep-alive connection may wait for its next request head.
+    pub fn keep_alive(&self) -> Duration {
+        self.idle_timeout.unwrap_or(self.header_timeout)
+    }
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            max_connections: None,
+        }
+    }
+}
+
+/// [`ConnLimits`] that may change while accept loops run (a config reload), shared by those
+/// loops. A loop reads them as it accepts each connection, without a lock: a new value applies
+/// to connections accepted afterwards, while open ones keep the limits they were accepted with.
+/// A lower `max_connections` closes nothing: the loop stops accepting until enough connections
+/// have ended.
+#[derive(Debug)]
+pub struct ConnSettings {
+    current: ArcSwap<ConnLimits>,
+    /// Wakes loops waiting at their connection limit when the limits change.
+    changed: Notify,
+}
+
+impl Default for ConnSettings {
+    fn default() -> Self {
+        ConnSettings::new(ConnLimits::default())
+    }
+}
+
+impl ConnSettings {
+    /// Settings starting at `limits`.
+    pub fn new(limits: ConnLimits) -> ConnSettings {
+        ConnSettings {
+            current: ArcSwap::from_pointee(limits),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn get(&self) -> Arc<ConnLimits> {
+        self.current.load_full()
+    }
+
+    /// Puts `limits` in force for new connections (nothing changes when they are the same).
+    pub fn set(&self, limits: ConnLimits) {
+        if **self.current.load() != limits {
+            self.current.store(Arc::new(limits));
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct ConnOptions {
+    /// Timeouts and the connection limit, read for each new connection.
+    pub limits: Arc<ConnSettings>,
+    /// How long to wait for in-flight requests at shutdown.
+    pub grace: Duration,
     /// Terminate TLS on this listener (the handshake counts against `header_timeout`).
     pub tls: Option<TlsConfig>,
 }
@@ -203,10 +268,8 @@ pub struct ConnOptions {
 impl Default for ConnOptions {
     fn default() -> Self {
         ConnOptions {
-            header_timeout: Duration::from_secs(10),
+            limits: Arc::default(),
             grace: Duration::from_secs(10),
-            idle_timeout: None,
-            max_connections: None,
             tls: None,
         }
     }
@@ -217,6 +280,63 @@ impl Default for ConnOptions {
 struct Slots {
     open: Cell<usize>,
     freed: Notify,
+}
+
+impl Slots {
+    /// Waits until fewer connections are open than the limit in force (which a change of
+    /// `settings` may raise or lower meanwhile); false when shutdown comes first.
+    async fn room(&self, settings: &ConnSettings, shutdown: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            // Created before the limit is read, so a change stored after the read still wakes
+            // this wait (`notify_waiters` reaches every `Notified` already created).
+            let changed = settings.changed.notified();
+            let Some(max) = settings.current.load().max_connections else {
+                return true;
+            };
+            if self.open.get() < max {
+                return true;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return false,
+                _ = self.freed.notified() => {}
+                _ = changed => {}
+            }
+        }
+    }
+}
+
+/// hyper's connection settings for connections accepted under some [`ConnLimits`]: the auto
+/// builder (h2c, TLS) and the HTTP/1 one (plain connections, which park while idle).
+struct Builders {
+    auto: Rc<auto::Builder<LocalExec>>,
+    h1: Rc<http1::Builder>,
+}
+
+impl Builders {
+    fn new(limits: &ConnLimits) -> Builders {
+        let keep_alive = limits.keep_alive();
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(keep_alive)
+            .max_buf_size(MAX_BUF)
+            .writev(false)
+            .keep_alive(true);
+        let mut auto = auto::Builder::new(LocalExec);
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(keep_alive)
+            .max_buf_size(MAX_BUF)
+            .writev(false)
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD as u32);
+        Builders {
+            auto: Rc::new(auto),
+            h1: Rc::new(h1),
+        }
+    }
 }
 
 /// Releases a connection's slot when its task ends.
@@ -252,80 +372,68 @@ pub async fn accept_loop<M, S, B>(
             return;
         }
     };
-    let keep_alive = opts.idle_timeout.unwrap_or(opts.header_timeout);
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(keep_alive)
-        .max_buf_size(MAX_BUF)
-        .writev(false)
-        .keep_alive(true);
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(keep_alive)
-        .max_buf_size(MAX_BUF)
-        .writev(false)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD as u32);
-    let (builder, h1) = (Rc::new(builder), Rc::new(h1));
+    let settings = &opts.limits;
+    let mut limits = settings.get();
+    let mut builders = Builders::new(&limits);
     let slots = Rc::new(Slots::default());
-    'accept: loop {
-        if let Some(max) = opts.max_connections {
-            while slots.open.get() >= max {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.changed() => break 'accept,
-                    _ = slots.freed.notified() => {}
-                }
-            }
+    loop {
+        if !slots.room(settings, &mut shutdown).await {
+            break;
         }
-        tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off instead of spinning.
-                        if !matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
-                            crate::term::warn(&format!("accept: {e}"));
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        continue;
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    if !matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+                        crate::term::warn(&format!("accept: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                slots.open.set(slots.open.get() + 1);
-                let slot = Slot(slots.clone());
-                let info = ConnInfo { peer, tls: opts.tls.is_some() };
-                let service = Tracking::new(make(info));
-                let conn = Conn {
-                    auto: builder.clone(),
-                    h1: h1.clone(),
-                    shutdown: shutdown.clone(),
-                    // Slowloris: the TLS handshake and the first request head must be complete
-                    // in time (hyper's header timer only starts once the auto builder has told
-                    // HTTP/1 from HTTP/2); later heads are bounded by hyper's timer.
-                    deadline: Instant::now() + opts.header_timeout,
-                    idle: opts.idle_timeout,
-                    keep_alive,
-                };
-                let tls = opts.tls.as_ref().map(|t| t.load_full());
-                let task = async move {
-                    let _slot = slot;
-                    match tls {
-                        None => conn.serve_plain(stream, service).await,
-                        // Boxed: the TLS state stays out of plain connections' tasks.
-                        Some(config) => Box::pin(conn.serve_tls(config, stream, service)).await,
-                    }
-                };
-                tokio::task::spawn_local(task);
-            }
+                    continue;
+                }
+            },
+        };
+        // A reload may have lowered the limit while this loop waited in accept: then the
+        // connection waits here, unserved, as it would have in the accept queue.
+        if !slots.room(settings, &mut shutdown).await {
+            break;
         }
+        // The limits in force now apply to this connection for its whole life.
+        let now = settings.current.load();
+        if !Arc::ptr_eq(&*now, &limits) {
+            limits = arc_swap::Guard::into_inner(now);
+            builders = Builders::new(&limits);
+        }
+        let _ = stream.set_nodelay(true);
+        slots.open.set(slots.open.get() + 1);
+        let slot = Slot(slots.clone());
+        let info = ConnInfo {
+            peer,
+            tls: opts.tls.is_some(),
+        };
+        let service = Tracking::new(make(info));
+        let conn = Conn {
+            auto: builders.auto.clone(),
+            h1: builders.h1.clone(),
+            shutdown: shutdown.clone(),
+            // Slowloris: the TLS handshake and the first request head must be complete in time
+            // (hyper's header timer only starts once the auto builder has told HTTP/1 from
+            // HTTP/2); later heads are bounded by hyper's timer.
+            deadline: Instant::now() + limits.header_timeout,
+            idle: limits.idle_timeout,
+            keep_alive: limits.keep_alive(),
+        };
+        let tls = opts.tls.as_ref().map(|t| t.load_full());
+        tokio::task::spawn_local(async move {
+            let _slot = slot;
+            match tls {
+                None => conn.serve_plain(stream, service).await,
+                // Boxed: the TLS state stays out of plain connections' tasks.
+                Some(config) => Box::pin(conn.serve_tls(config, stream, service)).await,
+            }
+        });
     }
     drop(listener);
     // Every connection task has seen the shutdown and is closing gracefully (those still in
