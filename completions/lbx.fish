@@ -117,7 +117,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand bench" -s d -l body -d 'Request 
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s D -l body-file -d 'Request body read from a file' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s t -l timeout -d 'Per-request timeout' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l connect-timeout -d 'Time to connect' -r
-complete -c lbx -n "__fish_lbx_using_subcommand bench" -s p -l streams -d 'With --http2, concurrent streams per connection' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s p -l streams -d 'With HTTP/2 (--http2 or an h2c:// URL), concurrent streams per connection' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l cacert -d 'Also trust the CA certificates in this PEM file' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l threads -d 'Worker threads (default: available cores, at most one per connection)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l warmup -d 'Send load for this long first without counting it' -r

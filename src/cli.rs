@@ -139,7 +139,7 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         None => (Target::parse(s), false),
     };
     let t = parsed?;
-    if t.is_tls() {
+    if t.scheme != crate::core::addr::Scheme::Http {
         return Err(format!("'{s}': the admin API serves plain HTTP"));
     }
     let addr = t
@@ -426,7 +426,8 @@ pub struct CheckArgs {
 /// Options for `lbx bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Target URL: an address as elsewhere, optionally with a path (http://host:port/path?q).
+    /// Target URL: an address as elsewhere, optionally with a path (http://host:port/path?q);
+    /// h2c://host:port speaks HTTP/2 with prior knowledge, as --http2 does.
     #[arg(value_name = "URL", value_parser = crate::bench::args::url)]
     pub url: Box<crate::bench::args::Url>,
     /// Number of requests (accepts 10k, 1m); default 200 when no --duration is given.
@@ -471,8 +472,8 @@ pub struct BenchArgs {
     /// Speak HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) over http://.
     #[arg(long)]
     pub http2: bool,
-    /// With --http2, concurrent streams per connection.
-    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = positive, requires = "http2")]
+    /// With HTTP/2 (--http2 or an h2c:// URL), concurrent streams per connection.
+    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = positive)]
     pub streams: usize,
     /// Accept any TLS certificate.
     #[arg(long)]
@@ -548,5 +549,6 @@ mod tests {
         assert_eq!(listen_addr("[::1]:0").unwrap().to_string(), "[::1]:0");
         assert!(listen_addr("example.com:9900").is_err());
         assert!(listen_addr("https://127.0.0.1:9900").is_err());
+        assert!(listen_addr("h2c://127.0.0.1:9900").is_err());
     }
 }
