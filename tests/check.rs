@@ -208,6 +208,23 @@ fn json_has_fields_and_timings() {
 }
 
 #[test]
+fn h2c_targets_are_probed_over_http2() {
+    let s = serve(1, &[]);
+    let h2c = format!("h2c://{}", s.addr());
+    let o = check(&[&h2c, &s.addr().to_string(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v[0]["address"], h2c.as_str());
+    assert_eq!(v[0]["http_version"], "2", "{}", v[0]);
+    assert_eq!(v[1]["http_version"], "1.1", "{}", v[1]);
+    // A server that speaks only HTTP/1.1 fails an h2c probe.
+    let srv = raw::plain(b"ok".to_vec());
+    let o = check(&[&format!("h2c://127.0.0.1:{}", srv.port), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(json(&o)[0]["healthy"], false);
+}
+
+#[test]
 fn many_targets_are_probed_at_once() {
     // 40 closed ports and one live backend: every target reported, in the order given.
     let s = serve(1, &[]);
@@ -471,6 +488,8 @@ fn https_verifies_against_cacert() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let v = json(&o);
     assert_eq!(v[0]["status"], 200);
+    // The server offers no ALPN protocol: HTTP/1.1.
+    assert_eq!(v[0]["http_version"], "1.1");
     assert!(
         v[0]["timings_ms"]["tls"].as_f64().unwrap() > 0.0,
         "{}",
