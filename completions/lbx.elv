@@ -37,6 +37,8 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --delay 'Delay added to every response, e.g. 20ms'
             cand --fail-rate 'Share of GET / requests answered 500, from 0 to 1'
             cand --workers 'Worker threads (default: available cores)'
+            cand --tls-cert 'Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1'
+            cand --tls-key 'Private key (PEM) of --tls-cert'
             cand --register 'Register each listener in etcd under this key prefix, e.g. etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is deleted at shutdown and expires with the lease if the process dies'
             cand --register-ttl 'Lease time-to-live for --register: how long a dead server stays registered'
             cand -h 'Print help'

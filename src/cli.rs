@@ -191,6 +191,12 @@ pub struct ServeArgs {
     /// Worker threads (default: available cores).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub workers: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     // Registration: kept together at the end.
     /// Register each listener in etcd under this key prefix, e.g.
     /// etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is

@@ -360,7 +360,10 @@ fn streams_need_http2() {
     let out = run_lbx(&["bench", "-p", "4", ":1"], LIMIT);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--streams") && err.contains("--http2"), "{err}");
+    assert!(
+        err.contains("--streams") && err.contains("--http2"),
+        "{err}"
+    );
 }
 
 #[test]

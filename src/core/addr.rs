@@ -61,9 +61,11 @@ impl Target {
                 "http" => (Scheme::Http, rest),
                 "https" => (Scheme::Https, rest),
                 "h2c" => (Scheme::H2c, rest),
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unsupported scheme '{other}' in '{input}' (use http://, https:// or h2c://)"
-                )),
+                ))
+                }
             },
             None => (Scheme::Http, s),
         };

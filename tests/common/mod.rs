@@ -625,3 +625,78 @@ pub fn num(v: &serde_json::Value, path: &str) -> u64 {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or_else(|| panic!("{path} missing or not a count in {v}"))
 }
+
+/// A throwaway CA ("lbx test CA") and a certificate for `localhost` it signed, written as PEM
+/// files into a temp directory that goes on drop; the leaf's DER too, for servers built in tests.
+pub struct TestCa {
+    /// The directory holding the files.
+    pub dir: std::path::PathBuf,
+    /// The CA certificate (for `--cacert`, `--backend-cacert`).
+    pub ca: std::path::PathBuf,
+    /// The leaf certificate (for `--tls-cert`).
+    pub cert: std::path::PathBuf,
+    /// The leaf's private key (for `--tls-key`).
+    pub key: std::path::PathBuf,
+    /// The leaf certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The leaf's private key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+}
+
+impl TestCa {
+    /// Makes the CA and the leaf; `tag` names the directory.
+    pub fn new(tag: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "lbx test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+        let dir = temp_path(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca_file, cert, key) = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&ca_file, ca.as_ref().pem()).unwrap();
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        TestCa {
+            dir,
+            ca: ca_file,
+            cert,
+            key,
+            cert_der: leaf.der().to_vec(),
+            key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    /// The CA file's path as text.
+    pub fn ca_path(&self) -> &str {
+        self.ca.to_str().unwrap()
+    }
+
+    /// `--tls-cert CERT --tls-key KEY` for `lbx serve` or `lbx balance`.
+    pub fn tls_flags(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.cert.to_str().unwrap(),
+            "--tls-key",
+            self.key.to_str().unwrap(),
+        ]
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
