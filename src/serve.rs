@@ -207,8 +207,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Reflects what arrived: method, path with query, HTTP version, headers, the body's length
-/// (streamed, not buffered) and which of this server's connections carried it.
+/// Reflects what arrived: method, path with query, HTTP version, headers and the body's length
+/// (streamed, not buffered); the `x-connection` header numbers this server's connection that
+/// carried it (a header, so the body's length does not change with it).
 async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
     let (parts, mut body) = req.into_parts();
     let mut body_len: u64 = 0;
@@ -243,11 +244,12 @@ async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
-        "connection": conn,
     });
     let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("x-connection", HeaderValue::from(conn));
     r
 }
 
