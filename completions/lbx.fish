@@ -84,9 +84,11 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-key -d 'Private 
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-port -d 'Serve TLS on this port beside the plain one on --port (without it, --port serves TLS when certificates are given); 0 picks a free port' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tunnel-timeout -d 'Time a WebSocket (or other upgraded) tunnel may pass no bytes either way before it is closed' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l allow-upgrade -d 'Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests are refused' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l backend-cacert -d 'Also trust the CA certificates in this PEM file when verifying https:// backends (and their health checks)' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l discover -d 'Follow the backends under an etcd key prefix (repeatable), e.g. etcd://127.0.0.1:2379/lbx/backends/; each key\'s value is {"address": ":9001", "weight": 1}' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l dns-refresh -d 'Longest time between two lookups of a dns:// or srv:// backend (sooner when the record\'s TTL is shorter, at least 1s)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l dns-server -d 'DNS server for dns:// and srv:// backends, IP or IP:PORT [default: the system\'s resolver]' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l backend-insecure -d 'Do not verify the certificates of https:// backends'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r

@@ -334,6 +334,13 @@ pub struct BalanceArgs {
     /// are refused.
     #[arg(long, value_name = "NAME")]
     pub allow_upgrade: Vec<String>,
+    /// Also trust the CA certificates in this PEM file when verifying https:// backends (and
+    /// their health checks).
+    #[arg(long, value_name = "FILE", conflicts_with = "backend_insecure")]
+    pub backend_cacert: Option<PathBuf>,
+    /// Do not verify the certificates of https:// backends.
+    #[arg(long)]
+    pub backend_insecure: bool,
     // Discovery (DNS and etcd): kept together at the end.
     /// Follow the backends under an etcd key prefix (repeatable), e.g.
     /// etcd://127.0.0.1:2379/lbx/backends/; each key's value is {"address": ":9001", "weight": 1}.

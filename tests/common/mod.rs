@@ -135,6 +135,19 @@ impl Proc {
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.errs.try_iter().collect()
     }
+
+    /// Waits (bounded) for a stderr line that contains every one of `parts`, and returns it.
+    pub fn wait_stderr(&self, parts: &[&str], limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.errs.recv_timeout(left) {
+                Ok(l) if parts.iter().all(|p| l.contains(p)) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -159,15 +172,13 @@ pub fn balance(backends: &[SocketAddr], extra: &[&str]) -> Proc {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let mut args = vec![
-        "balance",
-        "-p",
-        "0",
-        "--host",
-        "127.0.0.1",
-        "-b",
-        list.as_str(),
-    ];
+    balance_to(&list, extra)
+}
+
+/// Starts `lbx balance -p 0 --host 127.0.0.1 -b BACKENDS EXTRA...`, backends as written
+/// (`h2c://127.0.0.1:9001,https://localhost:9002`).
+pub fn balance_to(backends: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["balance", "-p", "0", "--host", "127.0.0.1", "-b", backends];
     args.extend_from_slice(extra);
     Proc::start(&args, 1)
 }
