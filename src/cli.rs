@@ -23,7 +23,8 @@ use crate::core::units::{parse_count, parse_duration, parse_size};
                   backends with fault knobs (serve), probes services from scripts (check) and \
                   generates load with latency percentiles (bench).\n\n\
                   Addresses everywhere take the same forms: :9001 (127.0.0.1:9001), host:port, \
-                  [::1]:9001, http://host:port, https://host:port. Durations take 500ms, 2s, 1m.",
+                  [::1]:9001, http://host:port, https://host:port, h2c://host:port (HTTP/2 with \
+                  prior knowledge). Durations take 500ms, 2s, 1m.",
     propagate_version = true,
     arg_required_else_help = true
 )]
@@ -212,7 +213,8 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
-    /// weight (weighted and least-conn use it). dns://NAME:PORT (A/AAAA) and
+    /// weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior
+    /// knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and
     /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh.
     #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present_any = ["config", "discover"], value_parser = backend)]
     pub backends: Vec<BackendSpec>,
