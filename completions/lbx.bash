@@ -73,7 +73,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__balance)
-            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --algorithm --hash-key --eject-after --slow-start --retries --response-timeout --header-timeout --idle-timeout --max-connections --max-body --rate-limit --trusted-proxies --config --admin --admin-token --access-log --access-log-format --log-level --tls-cert --tls-key --tls-port --tunnel-timeout --allow-upgrade --discover --dns-refresh --dns-server --help --version"
+            opts="-b -p -h -V --backend --port --host --interval --timeout --health-path --rise --fall --connect-timeout --grace --workers --algorithm --hash-key --eject-after --slow-start --retries --response-timeout --header-timeout --idle-timeout --max-connections --max-body --rate-limit --trusted-proxies --config --admin --admin-token --access-log --access-log-format --log-level --tls-cert --tls-key --tls-port --tunnel-timeout --allow-upgrade --backend-cacert --backend-insecure --discover --dns-refresh --dns-server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,6 +220,10 @@ _lbx() {
                     return 0
                     ;;
                 --allow-upgrade)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend-cacert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -559,7 +563,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__serve)
-            opts="-p -h -V --id --port --host --delay --fail-rate --workers --register --register-ttl --help --version"
+            opts="-p -h -V --id --port --host --delay --fail-rate --workers --tls-cert --tls-key --register --register-ttl --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -590,6 +594,14 @@ _lbx() {
                     return 0
                     ;;
                 --workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -38,11 +38,13 @@ complete -c lbx -n "__fish_lbx_using_subcommand serve" -l host -d 'Address to li
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l delay -d 'Delay added to every response, e.g. 20ms' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l fail-rate -d 'Share of GET / requests answered 500, from 0 to 1' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l workers -d 'Worker threads (default: available cores)' -r
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l tls-cert -d 'Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l tls-key -d 'Private key (PEM) of --tls-cert' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l register -d 'Register each listener in etcd under this key prefix, e.g. etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is deleted at shutdown and expires with the lease if the process dies' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l register-ttl -d 'Lease time-to-live for --register: how long a dead server stays registered' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s p -l port -d 'Port to listen on; 0 picks a free port' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l host -d 'Address to listen on' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l interval -d 'Time between health checks' -r
@@ -82,9 +84,11 @@ complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-key -d 'Private 
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tls-port -d 'Serve TLS on this port beside the plain one on --port (without it, --port serves TLS when certificates are given); 0 picks a free port' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l tunnel-timeout -d 'Time a WebSocket (or other upgraded) tunnel may pass no bytes either way before it is closed' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l allow-upgrade -d 'Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests are refused' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l backend-cacert -d 'Also trust the CA certificates in this PEM file when verifying https:// backends (and their health checks)' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l discover -d 'Follow the backends under an etcd key prefix (repeatable), e.g. etcd://127.0.0.1:2379/lbx/backends/; each key\'s value is {"address": ":9001", "weight": 1}' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l dns-refresh -d 'Longest time between two lookups of a dns:// or srv:// backend (sooner when the record\'s TTL is shorter, at least 1s)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l dns-server -d 'DNS server for dns:// and srv:// backends, IP or IP:PORT [default: the system\'s resolver]' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -l backend-insecure -d 'Do not verify the certificates of https:// backends'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s V -l version -d 'Print version'
 complete -c lbx -n "__fish_lbx_using_subcommand check" -l path -d 'Path (and query) to request' -r
@@ -117,7 +121,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand bench" -s d -l body -d 'Request 
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s D -l body-file -d 'Request body read from a file' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -s t -l timeout -d 'Per-request timeout' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l connect-timeout -d 'Time to connect' -r
-complete -c lbx -n "__fish_lbx_using_subcommand bench" -s p -l streams -d 'With --http2, concurrent streams per connection' -r
+complete -c lbx -n "__fish_lbx_using_subcommand bench" -s p -l streams -d 'With HTTP/2 (--http2 or an h2c:// URL), concurrent streams per connection' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l cacert -d 'Also trust the CA certificates in this PEM file' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l threads -d 'Worker threads (default: available cores, at most one per connection)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand bench" -l warmup -d 'Send load for this long first without counting it' -r

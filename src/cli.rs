@@ -23,7 +23,8 @@ use crate::core::units::{parse_count, parse_duration, parse_size};
                   backends with fault knobs (serve), probes services from scripts (check) and \
                   generates load with latency percentiles (bench).\n\n\
                   Addresses everywhere take the same forms: :9001 (127.0.0.1:9001), host:port, \
-                  [::1]:9001, http://host:port, https://host:port. Durations take 500ms, 2s, 1m.",
+                  [::1]:9001, http://host:port, https://host:port, h2c://host:port (HTTP/2 with \
+                  prior knowledge). Durations take 500ms, 2s, 1m.",
     propagate_version = true,
     arg_required_else_help = true
 )]
@@ -139,7 +140,7 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         None => (Target::parse(s), false),
     };
     let t = parsed?;
-    if t.is_tls() {
+    if t.scheme != crate::core::addr::Scheme::Http {
         return Err(format!("'{s}': the admin API serves plain HTTP"));
     }
     let addr = t
@@ -191,6 +192,12 @@ pub struct ServeArgs {
     /// Worker threads (default: available cores).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub workers: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     // Registration: kept together at the end.
     /// Register each listener in etcd under this key prefix, e.g.
     /// etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is
@@ -206,7 +213,8 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
-    /// weight (weighted and least-conn use it). dns://NAME:PORT (A/AAAA) and
+    /// weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior
+    /// knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and
     /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh.
     #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present_any = ["config", "discover"], value_parser = backend)]
     pub backends: Vec<BackendSpec>,
@@ -328,6 +336,13 @@ pub struct BalanceArgs {
     /// are refused.
     #[arg(long, value_name = "NAME")]
     pub allow_upgrade: Vec<String>,
+    /// Also trust the CA certificates in this PEM file when verifying https:// backends (and
+    /// their health checks).
+    #[arg(long, value_name = "FILE", conflicts_with = "backend_insecure")]
+    pub backend_cacert: Option<PathBuf>,
+    /// Do not verify the certificates of https:// backends.
+    #[arg(long)]
+    pub backend_insecure: bool,
     // Discovery (DNS and etcd): kept together at the end.
     /// Follow the backends under an etcd key prefix (repeatable), e.g.
     /// etcd://127.0.0.1:2379/lbx/backends/; each key's value is {"address": ":9001", "weight": 1}.
@@ -426,7 +441,8 @@ pub struct CheckArgs {
 /// Options for `lbx bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Target URL: an address as elsewhere, optionally with a path (http://host:port/path?q).
+    /// Target URL: an address as elsewhere, optionally with a path (http://host:port/path?q);
+    /// h2c://host:port speaks HTTP/2 with prior knowledge, as --http2 does.
     #[arg(value_name = "URL", value_parser = crate::bench::args::url)]
     pub url: Box<crate::bench::args::Url>,
     /// Number of requests (accepts 10k, 1m); default 200 when no --duration is given.
@@ -471,8 +487,8 @@ pub struct BenchArgs {
     /// Speak HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) over http://.
     #[arg(long)]
     pub http2: bool,
-    /// With --http2, concurrent streams per connection.
-    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = positive, requires = "http2")]
+    /// With HTTP/2 (--http2 or an h2c:// URL), concurrent streams per connection.
+    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = positive)]
     pub streams: usize,
     /// Accept any TLS certificate.
     #[arg(long)]
@@ -548,5 +564,6 @@ mod tests {
         assert_eq!(listen_addr("[::1]:0").unwrap().to_string(), "[::1]:0");
         assert!(listen_addr("example.com:9900").is_err());
         assert!(listen_addr("https://127.0.0.1:9900").is_err());
+        assert!(listen_addr("h2c://127.0.0.1:9900").is_err());
     }
 }

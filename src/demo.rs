@@ -25,6 +25,8 @@ fn serve_args(id: u32, port: u16) -> ServeArgs {
         delay: None,
         fail_rate: 0.0,
         workers: Some(1),
+        tls_cert: None,
+        tls_key: None,
         register: None,
         register_ttl: std::time::Duration::from_secs(10),
     }

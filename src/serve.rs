@@ -1,11 +1,12 @@
 //! `lbx serve`: demo backends. `GET /` names the server, `/healthcheck` can be toggled to fail,
-//! `/echo` reflects the request, and `--delay`/`--fail-rate` inject faults.
+//! `/echo` reflects the request, and `--delay`/`--fail-rate` inject faults. Every port speaks
+//! HTTP/1.1 and h2c, or HTTPS (h2 and http/1.1 by ALPN) with `--tls-cert`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +28,16 @@ struct ServerState {
     failing: AtomicBool,
     delay: Option<Duration>,
     fail_rate: f64,
+    /// Connections accepted so far; `/echo` names the one a request came on.
+    connections: AtomicU64,
 }
 
 /// Running demo servers.
 pub struct ServeHandle {
     /// Each listener's address and server id.
     pub servers: Vec<(SocketAddr, u32)>,
+    /// The listeners serve HTTPS.
+    pub tls: bool,
     workers: Workers,
 }
 
@@ -47,6 +52,10 @@ impl ServeHandle {
 /// Binds every port of the range and starts the workers; does not print.
 pub fn start(args: &ServeArgs) -> anyhow::Result<ServeHandle> {
     let workers = args.workers.unwrap_or_else(server::default_workers);
+    let opts = ConnOptions {
+        tls: tls_config(args)?,
+        ..ConnOptions::default()
+    };
     let (lo, hi) = args.port;
     let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<ServerState>)>> =
         (0..workers).map(|_| Vec::new()).collect();
@@ -62,30 +71,50 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<ServeHandle> {
             failing: AtomicBool::new(false),
             delay: args.delay.filter(|d| !d.is_zero()),
             fail_rate: args.fail_rate,
+            connections: AtomicU64::new(0),
         });
         for (w, l) in listeners.into_iter().enumerate() {
             per_worker[w].push((l, state.clone()));
         }
     }
-    let workers = Workers::spawn("serve", per_worker, |_, listeners, shutdown| async move {
-        let mut tasks = Vec::new();
-        for (listener, state) in listeners {
-            let shutdown = shutdown.clone();
-            tasks.push(tokio::task::spawn_local(accept_loop(
-                listener,
-                ConnOptions::default(),
-                shutdown,
-                move |_peer| {
-                    let state = state.clone();
-                    service_fn(move |req| handle(state.clone(), req))
-                },
-            )));
-        }
-        for t in tasks {
-            let _ = t.await;
+    let workers = Workers::spawn("serve", per_worker, move |_, listeners, shutdown| {
+        let opts = opts.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for (listener, state) in listeners {
+                let shutdown = shutdown.clone();
+                tasks.push(tokio::task::spawn_local(accept_loop(
+                    listener,
+                    opts.clone(),
+                    shutdown,
+                    move |_peer| {
+                        let state = state.clone();
+                        let conn = state.connections.fetch_add(1, Relaxed) + 1;
+                        service_fn(move |req| handle(state.clone(), conn, req))
+                    },
+                )));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
         }
     })?;
-    Ok(ServeHandle { servers, workers })
+    Ok(ServeHandle {
+        servers,
+        tls: args.tls_cert.is_some(),
+        workers,
+    })
+}
+
+/// The TLS setup of `--tls-cert`/`--tls-key`; an unreadable or mismatched file is a usage error
+/// naming it.
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<server::TlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let config = crate::core::tls::server_config(&[(cert.clone(), key.clone())])
+        .map_err(|e| crate::usage(format!("--tls-cert/--tls-key: {e}")))?;
+    Ok(Some(Arc::new(arc_swap::ArcSwap::new(config))))
 }
 
 /// Runs `lbx serve` until SIGINT/SIGTERM.
@@ -99,8 +128,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let over = if handle.tls { ", https" } else { "" };
     for (addr, id) in &handle.servers {
-        crate::term::out(&format!("listening on {addr} (server {id})"));
+        crate::term::out(&format!("listening on {addr} (server {id}{over})"));
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -119,15 +149,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Answers one request that came on the `conn`th connection of this server.
 async fn handle(
     state: Arc<ServerState>,
+    conn: u64,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(d) = state.delay {
         tokio::time::sleep(d).await;
     }
     let resp = match (req.method(), req.uri().path()) {
-        (_, "/echo") => echo(req).await,
+        (_, "/echo") => echo(req, conn).await,
         (&Method::GET, "/ws") => websocket_echo(req),
         (&Method::GET | &Method::HEAD, "/") => {
             if state.fail_rate > 0.0 && fastrand::f64() < state.fail_rate {
@@ -175,9 +207,10 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Reflects what arrived: method, path with query, headers, and the body's length (streamed,
-/// not buffered).
-async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Reflects what arrived: method, path with query, HTTP version, headers and the body's length
+/// (streamed, not buffered); the `x-connection` header numbers this server's connection that
+/// carried it (a header, so the body's length does not change with it).
+async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
     let (parts, mut body) = req.into_parts();
     let mut body_len: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -208,12 +241,15 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let json = serde_json::json!({
         "method": parts.method.as_str(),
         "path": path,
+        "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
     });
     let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("x-connection", HeaderValue::from(conn));
     r
 }
 

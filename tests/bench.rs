@@ -359,7 +359,23 @@ fn http2_prior_knowledge_shares_connections_between_streams() {
 fn streams_need_http2() {
     let out = run_lbx(&["bench", "-p", "4", ":1"], LIMIT);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--http2"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--streams") && err.contains("--http2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_h2c_url_speaks_http2_prior_knowledge() {
+    let (addr, conns) = h2c_server();
+    let url = format!("h2c://{addr}/");
+    let (v, code) = bench_json(&["-c", "2", "-p", "4", "-n", "40", &url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["http_version"], "2");
+    assert_eq!(v["url"], url.as_str());
+    assert_eq!(num(&v, "/status_codes/200"), 40);
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 /// `openssl s_server` with a leaf certificate for 127.0.0.1 signed by a throwaway CA; killed

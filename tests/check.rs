@@ -208,6 +208,23 @@ fn json_has_fields_and_timings() {
 }
 
 #[test]
+fn h2c_targets_are_probed_over_http2() {
+    let s = serve(1, &[]);
+    let h2c = format!("h2c://{}", s.addr());
+    let o = check(&[&h2c, &s.addr().to_string(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v[0]["address"], h2c.as_str());
+    assert_eq!(v[0]["http_version"], "2", "{}", v[0]);
+    assert_eq!(v[1]["http_version"], "1.1", "{}", v[1]);
+    // A server that speaks only HTTP/1.1 fails an h2c probe.
+    let srv = raw::plain(b"ok".to_vec());
+    let o = check(&[&format!("h2c://127.0.0.1:{}", srv.port), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(json(&o)[0]["healthy"], false);
+}
+
+#[test]
 fn many_targets_are_probed_at_once() {
     // 40 closed ports and one live backend: every target reported, in the order given.
     let s = serve(1, &[]);
@@ -321,30 +338,21 @@ fn watch_json_is_ndjson_events() {
 }
 
 mod raw {
-    //! A tiny HTTP/1.1 server, plain or TLS (with a certificate from a test CA made with rcgen),
-    //! answering `GET /healthcheck` with 200 and a given body, anything else with 404.
+    //! A tiny HTTP/1.1 server, plain or TLS (with a certificate from a [`TestCa`]), answering
+    //! `GET /healthcheck` with 200 and a given body, anything else with 404.
 
-    use std::io::Write;
-    use std::path::PathBuf;
     use std::sync::Arc;
 
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    /// A running server and, for TLS, the PEM file of its CA; both go on drop.
+    use super::TestCa;
+
+    /// A running server and, for TLS, its CA (whose files go on drop).
     pub struct Server {
         pub port: u16,
-        pub ca_file: Option<PathBuf>,
+        pub ca: Option<TestCa>,
         _rt: tokio::runtime::Runtime,
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            if let Some(f) = &self.ca_file {
-                let _ = std::fs::remove_file(f);
-            }
-        }
     }
 
     /// Plain HTTP answering /healthcheck with `body`.
@@ -352,43 +360,23 @@ mod raw {
         start(None, body, None)
     }
 
-    /// HTTPS for `localhost` answering /healthcheck with `ok`; `tag` names the CA file.
+    /// HTTPS for `localhost` answering /healthcheck with `ok` (no ALPN); `tag` names the CA's
+    /// directory.
     pub fn tls(tag: &str) -> Server {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "lbx test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-
-        let ca_file =
-            std::env::temp_dir().join(format!("lbx-check-{tag}-{}-ca.pem", std::process::id()));
-        let mut f = std::fs::File::create(&ca_file).unwrap();
-        f.write_all(ca.as_ref().pem().as_bytes()).unwrap();
-
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let ca = TestCa::new(&format!("check-{tag}"));
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der.clone()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone()], key)
+            .with_single_cert(vec![ca.cert_der.clone().into()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        start(Some(acceptor), b"ok".to_vec(), Some(ca_file))
+        start(Some(acceptor), b"ok".to_vec(), Some(ca))
     }
 
-    fn start(
-        tls: Option<tokio_rustls::TlsAcceptor>,
-        body: Vec<u8>,
-        ca_file: Option<PathBuf>,
-    ) -> Server {
+    fn start(tls: Option<tokio_rustls::TlsAcceptor>, body: Vec<u8>, ca: Option<TestCa>) -> Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -414,11 +402,7 @@ mod raw {
                 });
             }
         });
-        Server {
-            port,
-            ca_file,
-            _rt: rt,
-        }
+        Server { port, ca, _rt: rt }
     }
 
     async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, body: &[u8]) {
@@ -465,12 +449,14 @@ fn expect_body_reads_the_first_64k_of_a_long_body() {
 fn https_verifies_against_cacert() {
     let srv = raw::tls("verify");
     let url = format!("https://localhost:{}", srv.port);
-    let ca = srv.ca_file.as_ref().unwrap().to_str().unwrap();
+    let ca = srv.ca.as_ref().unwrap().ca_path();
 
     let o = check(&[&url, "--cacert", ca, "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let v = json(&o);
     assert_eq!(v[0]["status"], 200);
+    // The server offers no ALPN protocol: HTTP/1.1.
+    assert_eq!(v[0]["http_version"], "1.1");
     assert!(
         v[0]["timings_ms"]["tls"].as_f64().unwrap() > 0.0,
         "{}",
@@ -500,7 +486,7 @@ fn https_verifies_against_cacert() {
 fn https_warns_before_the_certificate_expires() {
     let srv = raw::tls("warn");
     let url = format!("https://localhost:{}", srv.port);
-    let ca = srv.ca_file.as_ref().unwrap().to_str().unwrap();
+    let ca = srv.ca.as_ref().unwrap().ca_path();
     // rcgen's certificates last for centuries: a huge threshold makes this one "expiring".
     let o = check(&[&url, "--cacert", ca, "--cert-warn-days", "10000000"]);
     assert_eq!(o.status.code(), Some(0), "a warning is not a failure");

@@ -21,15 +21,11 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs `f` on a fresh current-thread runtime, bounded by `LIMIT`.
 fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(LIMIT, f)
-                .await
-                .expect("within the limit")
-        })
+    block_on_forever(async {
+        tokio::time::timeout(LIMIT, f)
+            .await
+            .expect("within the limit")
+    })
 }
 
 /// Reads a response body as JSON (serve's `/echo`).
@@ -391,6 +387,11 @@ fn bad_tls_flags_exit_2_naming_the_file_or_value() {
         (vec!["--tls-cert", missing], "--tls-key"),
         (vec!["--tls-port", "0"], "--tls-port"),
         (vec!["--tunnel-timeout", "soon"], "soon"),
+        (vec!["--backend-cacert", missing], missing),
+        (
+            vec!["--backend-cacert", a_crt, "--backend-insecure"],
+            "--backend-insecure",
+        ),
     ];
     for (extra, named) in cases {
         let mut args = base.to_vec();
@@ -705,4 +706,329 @@ fn an_http2_request_body_reaches_the_http11_backend() {
     });
     assert_eq!(v["method"], "POST");
     assert_eq!(v["body_len"], 100_000, "{v}");
+}
+
+// Backend protocols: h2c://, and https:// with ALPN and --backend-cacert.
+
+/// `/echo` through `addr` over HTTP/1.1 as JSON, with extra request headers.
+fn echo_h1(addr: SocketAddr, headers: &[(&str, &str)]) -> Value {
+    let r = request(addr, "POST", "/echo?a=1", headers, b"hello").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+/// `/echo` through `addr` over HTTP/2 with prior knowledge, as JSON.
+fn echo_h2(addr: SocketAddr) -> Value {
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (resp, version) = h2_get(tcp, &format!("http://{addr}/echo")).await;
+        assert_eq!((resp.status().as_u16(), version), (200, Version::HTTP_2));
+        json(resp).await
+    })
+}
+
+/// `https://localhost:PORT` for a server on `addr`, the name its test certificate carries.
+fn https_to(addr: SocketAddr) -> String {
+    format!("https://localhost:{}", addr.port())
+}
+
+#[test]
+fn an_h2c_backend_gets_http2_from_http11_and_http2_clients() {
+    let s = serve(1, &[]);
+    let lb = balance_to(&format!("h2c://{}", s.addr()), &["--workers", "1"]);
+    let hop = [
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "gzip"),
+        ("X-Kept", "yes"),
+    ];
+    let v = echo_h1(lb.addr(), &hop);
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_eq!(v["path"], "/echo?a=1");
+    assert_eq!(v["body_len"], 5);
+    assert_eq!(v["headers"]["host"], lb.addr().to_string(), "{v}");
+    assert_eq!(v["headers"]["x-kept"], "yes");
+    for h in [
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        assert!(
+            v["headers"].get(h).is_none(),
+            "{h} reached the backend: {v}"
+        );
+    }
+    let v = echo_h2(lb.addr());
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_eq!(v["headers"]["host"], lb.addr().to_string(), "{v}");
+    // And the other way round: an HTTP/2 client to an http:// backend gets there in HTTP/1.1.
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    assert_eq!(echo_h2(lb.addr())["version"], "HTTP/1.1");
+}
+
+#[test]
+fn an_https_backend_is_verified_with_backend_cacert_and_spoken_to_in_h2() {
+    let ca = TestCa::new("https-backend");
+    let s = serve(7, &ca.tls_flags());
+    let backend = https_to(s.addr());
+    let lb = balance_to(
+        &backend,
+        &["--workers", "1", "--backend-cacert", ca.ca_path()],
+    );
+    let r = get(lb.addr(), "/").unwrap();
+    assert_eq!(
+        (r.status, r.header("x-server-id")),
+        (200, Some("7")),
+        "{}",
+        r.text()
+    );
+    // ALPN offered h2 and http/1.1; lbx serve picks h2.
+    let v = echo_h1(lb.addr(), &[]);
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http", "{v}");
+    assert_eq!(echo_h2(lb.addr())["version"], "HTTP/2.0");
+
+    // Without the CA the certificate is not trusted: the backend goes down, and says why.
+    let lb = balance_to(&backend, &["--workers", "1"]);
+    let r = get(lb.addr(), "/").unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    let line = lb.wait_stderr(&["DOWN", "certificate"], LIMIT);
+    assert!(line.is_some(), "no DOWN line naming the certificate");
+
+    // Verification off: it works again.
+    let lb = balance_to(&backend, &["--workers", "1", "--backend-insecure"]);
+    let r = get(lb.addr(), "/").unwrap();
+    assert_eq!((r.status, r.header("x-server-id")), (200, Some("7")));
+}
+
+#[test]
+fn http2_backends_multiplex_concurrent_requests_over_one_connection() {
+    let ca = TestCa::new("mux");
+    let h2c = serve(1, &["--delay", "100ms"]);
+    let tls = serve(
+        2,
+        &[
+            "--delay",
+            "100ms",
+            "--tls-cert",
+            ca.cert.to_str().unwrap(),
+            "--tls-key",
+            ca.key.to_str().unwrap(),
+        ],
+    );
+    for backend in [format!("h2c://{}", h2c.addr()), https_to(tls.addr())] {
+        let lb = balance_to(
+            &backend,
+            &[
+                "--workers",
+                "1",
+                "--backend-cacert",
+                ca.ca_path(),
+                "--interval",
+                "1h",
+            ],
+        );
+        let addr = lb.addr();
+        let clients: Vec<_> = (0..50)
+            .map(|_| std::thread::spawn(move || request(addr, "GET", "/echo", &[], b"")))
+            .collect();
+        let mut conns = std::collections::BTreeSet::new();
+        for c in clients {
+            let r = c.join().unwrap().expect("an answer");
+            assert_eq!(r.status, 200, "{backend}: {}", r.text());
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["version"], "HTTP/2.0", "{backend}: {v}");
+            conns.insert(r.header("x-connection").expect("x-connection").to_string());
+        }
+        assert!(
+            conns.len() <= 2,
+            "{backend}: 50 requests came on {} connections: {conns:?}",
+            conns.len()
+        );
+    }
+}
+
+#[test]
+fn health_checks_speak_each_backends_protocol() {
+    // An HTTP/1.1-only backend given as h2c:// fails its (h2c) health checks.
+    let b = canned_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    let lb = balance_to(
+        &format!("h2c://{b}"),
+        &["--workers", "1", "--interval", "100ms", "--fall", "1"],
+    );
+    let line = lb.wait_stderr(&["DOWN", "health check failed"], LIMIT);
+    assert!(line.is_some(), "the h2c probe of an HTTP/1.1 server passed");
+    // The same backend as http:// passes them, and an h2c one passes over h2c.
+    let s = serve(1, &[]);
+    let list = format!("{b},h2c://{}", s.addr());
+    let mut all = vec![
+        "--workers",
+        "1",
+        "--admin",
+        "127.0.0.1:0",
+        "--interval",
+        "100ms",
+    ];
+    all.extend_from_slice(&["--fall", "1", "--rise", "1"]);
+    let lb = balance_to(&list, &all);
+    let admin = lb.admin_addr();
+    let probed = wait_until(LIMIT, || {
+        let r = admin_call(admin, "GET", "/backends", None, "");
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v.as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|b| b["last_probe"]["healthy"] == true))
+    });
+    assert!(probed, "both backends pass their health checks");
+}
+
+#[test]
+fn check_probes_h2c_and_https_targets_in_their_protocol() {
+    let ca = TestCa::new("check-protocols");
+    let plain = serve(1, &[]);
+    let tls = serve(2, &ca.tls_flags());
+    let h2c = format!("h2c://{}", plain.addr());
+    let https = https_to(tls.addr());
+    let out = run_lbx(
+        &["check", "--json", "--cacert", ca.ca_path(), &h2c, &https],
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    for (row, want) in [(&v[0], &h2c), (&v[1], &https)] {
+        assert_eq!(row["address"], want.as_str());
+        assert_eq!(
+            (row["healthy"].as_bool(), row["http_version"].as_str()),
+            (Some(true), Some("2")),
+            "{row}"
+        );
+    }
+    // Without the CA the https target fails on its certificate.
+    let out = run_lbx(&["check", "--json", &https], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["error"]["kind"], "tls", "{v}");
+}
+
+#[test]
+fn websockets_reach_https_backends_in_http11_and_are_refused_for_h2c_ones() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ca = TestCa::new("wss-backend");
+    let tls = serve(1, &ca.tls_flags());
+    let lb = balance_to(
+        &https_to(tls.addr()),
+        &["--workers", "1", "--backend-cacert", ca.ca_path()],
+    );
+    let addr = lb.addr();
+    block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+            .await
+            .expect("websocket handshake to an https backend");
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text("over https")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("over https")
+        );
+        ws.close(None).await.unwrap();
+    });
+    let plain = serve(2, &[]);
+    let lb = balance_to(&format!("h2c://{}", plain.addr()), &["--workers", "1"]);
+    let ask = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let r = request(lb.addr(), "GET", "/ws", &ask, b"").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("h2c://"), "{}", r.text());
+    // Plain requests to it still work.
+    assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
+}
+
+/// An HTTPS server for `localhost` (`ca`'s leaf) that offers only http/1.1 by ALPN and answers
+/// every request with the HTTP version it came in; its thread ends with the test process.
+fn https_http11_only(ca: &TestCa) -> SocketAddr {
+    use http_body_util::Full;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der.clone()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ca.cert_der.clone().into()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        block_on_forever(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|req: Request<_>| async move {
+                        let v = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(v),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        })
+    });
+    addr
+}
+
+/// Runs `f` on a fresh current-thread runtime with no time limit (for servers on their own
+/// thread).
+fn block_on_forever<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn an_https_backend_that_chooses_http11_by_alpn_is_spoken_to_in_http11() {
+    let ca = TestCa::new("https-h1");
+    let b = https_http11_only(&ca);
+    let lb = balance_to(
+        &https_to(b),
+        &["--workers", "1", "--backend-cacert", ca.ca_path()],
+    );
+    let addr = lb.addr();
+    let clients: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || get(addr, "/")))
+        .collect();
+    for c in clients {
+        let r = c.join().unwrap().expect("an answer");
+        assert_eq!((r.status, r.text().as_str()), (200, "HTTP/1.1"));
+    }
+    // An HTTP/2 client too.
+    let body = block_on(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (resp, _) = h2_get(tcp, &format!("http://{addr}/")).await;
+        resp.into_body().collect().await.unwrap().to_bytes()
+    });
+    assert_eq!(body, "HTTP/1.1");
 }

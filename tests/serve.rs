@@ -47,6 +47,30 @@ fn echo_reflects_the_request() {
     assert_eq!(v["path"], "/echo?a=1&b=2");
     assert_eq!(v["headers"]["x-custom"], "yes");
     assert_eq!(v["body_len"], 11);
+    assert_eq!(v["version"], "HTTP/1.1");
+    // Each connection gets the next number.
+    let conn = |r: &Resp| -> u64 { r.header("x-connection").unwrap().parse().unwrap() };
+    let first = conn(&r);
+    assert_eq!(conn(&get(s.addr(), "/echo").unwrap()), first + 1);
+}
+
+#[test]
+fn tls_flags_serve_https_with_h2_and_http11_by_alpn() {
+    let ca = TestCa::new("serve-tls");
+    let s = serve(1, &ca.tls_flags());
+    let url = format!("https://localhost:{}/", s.addr().port());
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["bench", "--json", "--no-progress", "-n", "3", "-c", "1"];
+        args.extend_from_slice(&["--cacert", ca.ca_path(), &url]);
+        args.extend_from_slice(extra);
+        let out = run_lbx(&args, Duration::from_secs(20));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for (extra, version) in [(&[][..], "1.1"), (&["--http2"][..], "2")] {
+        let v = bench(extra);
+        assert_eq!(v["http_version"], version, "{v}");
+        assert_eq!(v["status_codes"]["200"], 3, "{v}");
+    }
 }
 
 #[test]
@@ -91,6 +115,20 @@ fn bad_flags_exit_2_naming_the_value() {
         (vec!["serve", "--fail-rate", "2"], "2"),
         (vec!["serve", "--delay", "soon"], "soon"),
         (vec!["serve", "--host", "nowhere"], "nowhere"),
+        (
+            vec!["serve", "--tls-cert", "/nonexistent/c.pem"],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "serve",
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ],
+            "/nonexistent/c.pem",
+        ),
     ] {
         let out = run_lbx(&args, Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(2), "{args:?}");

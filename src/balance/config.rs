@@ -179,6 +179,16 @@ pub struct TrafficSection {
     pub trusted_proxies: Option<Vec<Block>>,
 }
 
+/// `[backend_tls]`: how https backends are verified.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsSection {
+    /// `--backend-cacert`.
+    pub cacert: Option<PathBuf>,
+    /// `--backend-insecure`.
+    pub insecure: Option<bool>,
+}
+
 /// `[admin]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +231,9 @@ pub struct FileConfig {
     /// Selection, passive health, retries, timeouts and limits.
     #[serde(default)]
     pub traffic: TrafficSection,
+    /// Verifying https backends.
+    #[serde(default)]
+    pub backend_tls: BackendTlsSection,
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSection,
@@ -342,6 +355,23 @@ pub fn merge(
         t.trusted_proxies
             .map(|l| l.into_iter().map(|b| b.0).collect())
     );
+    take!(
+        "backend_cacert",
+        a.backend_cacert,
+        f.backend_tls.cacert.map(Some)
+    );
+    take!(
+        "backend_insecure",
+        a.backend_insecure,
+        f.backend_tls.insecure
+    );
+    if a.backend_cacert.is_some() && a.backend_insecure {
+        return Err(
+            "--backend-cacert and --backend-insecure (backend_tls.cacert and \
+                    backend_tls.insecure) exclude each other"
+                .into(),
+        );
+    }
     take!("admin", a.admin, f.admin.listen.map(|l| Some(l.0)));
     take!("admin_token", a.admin_token, f.admin.token.map(Some));
     take!("access_log", a.access_log, f.access_log.path.map(Some));
@@ -487,7 +517,7 @@ impl Applies {
 
 /// The settings a reload reports when they change, with when each applies and how to compare
 /// it.
-const REPORTED_SETTINGS: [(&str, Applies, Show); 26] = {
+const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
     use Applies::*;
     [
         ("host", Restart, |a| a.host.to_string()),
@@ -535,6 +565,9 @@ const REPORTED_SETTINGS: [(&str, Applies, Show); 26] = {
         }),
         ("traffic.max_connections", ClientConnections, |a| {
             format!("{:?}", a.max_connections)
+        }),
+        ("backend_tls", Restart, |a| {
+            format!("{:?} {}", a.backend_cacert, a.backend_insecure)
         }),
         ("admin.listen", Restart, |a| format!("{:?}", a.admin)),
         ("admin.token", Restart, |a| format!("{:?}", a.admin_token)),
@@ -637,6 +670,37 @@ mod tests {
                 ("traffic.header_timeout", Applies::ClientConnections),
                 ("traffic.max_connections", Applies::ClientConnections),
             ]
+        );
+    }
+
+    #[test]
+    fn backend_tls_from_the_file_and_its_conflict() {
+        let file =
+            |t: &str| parse("x.toml", &format!("backends = [\"https://h:1\"]\n{t}")).unwrap();
+        let a = flags(&["--config", "x.toml"]);
+        let m = merge(
+            a.clone(),
+            file("[backend_tls]\ncacert = \"ca.pem\"\n"),
+            &HashSet::new(),
+        );
+        assert_eq!(
+            m.unwrap().args.backend_cacert,
+            Some(PathBuf::from("ca.pem"))
+        );
+        let m = merge(a, file("[backend_tls]\ninsecure = true\n"), &HashSet::new());
+        assert!(m.unwrap().args.backend_insecure);
+        // A CA on the command line and `insecure` in the file do not go together.
+        let a = flags(&["--config", "x.toml", "--backend-cacert", "ca.pem"]);
+        let explicit: HashSet<String> = ["backend_cacert".to_string()].into();
+        let e = merge(a, file("[backend_tls]\ninsecure = true\n"), &explicit).unwrap_err();
+        assert!(e.contains("--backend-insecure"), "{e}");
+        let e = parse("x.toml", "[backend_tls]\ninsecure = \"yes\"\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let old = flags(&["-b", ":1"]);
+        let new = flags(&["-b", ":1", "--backend-insecure"]);
+        assert_eq!(
+            changed_settings(&old, &new),
+            [("backend_tls", Applies::Restart)]
         );
     }
 

@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 
 use crate::cli::BalanceArgs;
 use crate::core::addr::Target;
-use crate::core::client::{Dialer, TlsOptions};
+use crate::core::client::{Alpn, Dialer, TlsOptions};
 use crate::core::clock;
 use crate::core::health::Transition;
 use crate::core::pool::Pool;
@@ -44,8 +44,10 @@ use policy::{Policy, RetryBudget};
 pub struct Shared {
     /// The backend set.
     pub pool: Arc<Pool>,
-    /// How backends are dialed.
+    /// How backends are dialed (TLS offers h2 and http/1.1).
     pub dialer: Dialer,
+    /// How backends are dialed for an upgrade (TLS offers http/1.1 only).
+    pub upgrade_dialer: Dialer,
     /// Retries, timeouts, limits; swapped whole by a reload (workers keep copies, see
     /// `proxy::Worker::policy`).
     pub policy: arc_swap::ArcSwap<Policy>,
@@ -138,6 +140,8 @@ pub struct ProtocolConfig {
     pub tls_port: Option<u16>,
     /// Upgrades tunnelled and their idle timeout.
     pub upgrades: tunnel::Upgrades,
+    /// How https backends are verified.
+    pub backend_tls: TlsOptions,
 }
 
 impl ProtocolConfig {
@@ -168,6 +172,10 @@ impl ProtocolConfig {
                     .iter()
                     .map(|s| s.to_ascii_lowercase())
                     .collect(),
+            },
+            backend_tls: TlsOptions {
+                insecure: a.backend_insecure,
+                cacert: a.backend_cacert.clone(),
             },
         })
     }
@@ -278,8 +286,15 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             cfg.health.spec.path
         )));
     }
-    let dialer = Dialer::new(cfg.connect_timeout, TlsOptions::default());
-    if cfg.backends.iter().any(Target::is_tls) {
+    // Backends are spoken to in their own protocol: https ones offer h2 and http/1.1 by ALPN.
+    let backend_tls = &cfg.protocols.backend_tls;
+    let dialer = Dialer::with_alpn(cfg.connect_timeout, backend_tls.clone(), Alpn::Any);
+    if backend_tls.cacert.is_some() {
+        // The error names the file.
+        dialer
+            .check_tls()
+            .map_err(|e| crate::usage(format!("--backend-cacert {e}")))?;
+    } else if cfg.backends.iter().any(Target::is_tls) {
         dialer
             .check_tls()
             .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
@@ -329,6 +344,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         .transpose()?;
     let shared = Arc::new(Shared {
         pool: pool.clone(),
+        upgrade_dialer: dialer.sibling(Alpn::Http1),
         dialer: dialer.clone(),
         policy: arc_swap::ArcSwap::from_pointee(policy.clone()),
         policy_generation: AtomicU64::new(0),

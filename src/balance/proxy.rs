@@ -27,7 +27,7 @@ use super::tunnel::Decision;
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
 use crate::core::backend::Backend;
-use crate::core::client::{classify, ErrorKind};
+use crate::core::client::{classify, to_h2, ConnectError, ErrorKind};
 use crate::core::clock;
 use crate::core::select::Algorithm;
 
@@ -232,15 +232,32 @@ fn idempotent(m: &Method) -> bool {
 /// the request can be retried on another backend.
 const RETRY_BUFFER: u64 = 64 * 1024;
 
-/// Takes a backend out after a failed connect; logs only the change.
-pub(super) fn mark_down(b: &Backend, why: &str) {
+/// Takes a backend out after a failed connect; logs only the change, with the reason.
+pub(super) fn mark_down(b: &Backend, why: &ConnectError) {
     b.errors.fetch_add(1, Relaxed);
     if b.set_healthy(false) {
         crate::term::warn(&format!(
-            "backend {} {} ({why} during a request)",
+            "backend {} {} ({why}, during a request)",
             b.target,
             crate::term::state_word(false)
         ));
+    }
+}
+
+/// Fits a prepared request to the connection it goes out on: absolute-form and version 2 for
+/// HTTP/2; back to origin-form HTTP/1.1 for an HTTP/1.1 connection when an earlier attempt had
+/// made it an HTTP/2 one (a request an HTTP/2 connection handed back unsent).
+fn fit(req: &mut Request<UpBody>, h2: bool, backend: &Backend) {
+    if h2 {
+        to_h2(req, &backend.target);
+    } else if req.version() != Version::HTTP_11 {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+        *req.version_mut() = Version::HTTP_11;
     }
 }
 
@@ -391,7 +408,7 @@ pub async fn forward(
             let (mut conn, reused) = match checkout {
                 Ok(c) => c,
                 Err(e) => {
-                    mark_down(&backend, e.kind.as_str());
+                    mark_down(&backend, &e);
                     pending = Some(req);
                     break; // next backend: nothing was sent
                 }
@@ -402,6 +419,8 @@ pub async fn forward(
                     req.headers_mut().insert(header::HOST, v);
                 }
             }
+            let h2 = conn.is_h2();
+            fit(&mut req, h2, &backend);
             backend.requests.fetch_add(1, Relaxed);
             attempts += 1;
             let in_flight = InFlight::new(backend.clone());
@@ -421,6 +440,10 @@ pub async fn forward(
                     }
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
+                    if h2 {
+                        // An HTTP/1.1 client gets an HTTP/1.1 status line.
+                        rparts.version = Version::HTTP_11;
+                    }
                     *served = Some(Served {
                         backend: backend.clone(),
                         attempts,

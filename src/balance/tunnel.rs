@@ -1,7 +1,9 @@
 //! Upgraded connections through the balancer: a WebSocket (or another allowed protocol)
 //! handshake is forwarded with its upgrade headers over a dedicated, never pooled, HTTP/1.1
 //! backend connection; after the backend's 101 the client and backend connections are spliced
-//! both ways until either side closes or no byte passes for `--tunnel-timeout`.
+//! both ways until either side closes or no byte passes for `--tunnel-timeout`. `https://`
+//! backends are offered only http/1.1 by ALPN for this; `h2c://` backends are passed over (an
+//! upgrade has no HTTP/2 form here), and a 502 says so when no other backend was left.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -153,11 +155,19 @@ pub async fn open(
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
     let mut pending = Some(Request::from_parts(parts, Limited::new(body, limit)));
     let candidates = shared.pool.pick(key, &mut w.rng.borrow_mut());
+    let mut passed_h2c = false;
     for backend in candidates {
-        let stream = match shared.dialer.dial(&backend.target).await {
+        if backend.target.is_h2c() {
+            // An upgrade needs HTTP/1.1; an h2c:// backend is spoken to in HTTP/2 only.
+            passed_h2c = true;
+            continue;
+        }
+        // TLS offers only http/1.1 here, so an https backend that can speak either takes the
+        // upgrade in HTTP/1.1.
+        let stream = match shared.upgrade_dialer.dial(&backend.target).await {
             Ok((s, _)) => s,
             Err(e) => {
-                mark_down(&backend, e.kind.as_str());
+                mark_down(&backend, &e);
                 continue; // nothing was sent
             }
         };
@@ -232,6 +242,13 @@ pub async fn open(
             }
         });
         return Response::from_parts(rparts, Either::Right(Full::new(Bytes::new())));
+    }
+    if passed_h2c {
+        return local(
+            StatusCode::BAD_GATEWAY,
+            "502 bad gateway: upgrades (WebSocket) are not forwarded to h2c:// backends, which \
+             are spoken to in HTTP/2; give the backend as http:// or https://\n",
+        );
     }
     local(
         StatusCode::SERVICE_UNAVAILABLE,

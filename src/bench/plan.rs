@@ -75,6 +75,13 @@ impl Plan {
             ));
         }
         let (target, path) = (args.url.target.clone(), args.url.path.clone());
+        // An h2c:// URL is HTTP/2 with prior knowledge, as --http2 with http:// is.
+        let http2 = args.http2 || target.is_h2c();
+        if args.streams > 1 && !http2 {
+            return Err(crate::usage(
+                "--streams needs HTTP/2: add --http2, or give an h2c:// URL",
+            ));
+        }
         let body = match (&args.body, &args.body_file) {
             (Some(text), _) => leak(text.clone().into_bytes()).0,
             (None, Some(file)) => std::fs::read(file)
@@ -82,8 +89,12 @@ impl Plan {
                 .map_err(|e| crate::usage(format!("--body-file {}: {e}", file.display())))?,
             (None, None) => Bytes::new(),
         };
-        let uri_text = if args.http2 {
-            format!("{}://{}{path}", target.scheme.as_str(), target.authority)
+        let uri_text = if http2 {
+            format!(
+                "{}://{}{path}",
+                target.scheme.uri_scheme(),
+                target.authority
+            )
         } else {
             path.clone()
         };
@@ -93,13 +104,13 @@ impl Plan {
         // Validated above, so from_static cannot panic; static bytes clone without atomics.
         let uri = Uri::from_static(leak(uri_text.into_bytes()).1);
         let mut headers = HeaderMap::new();
-        if !args.http2 {
+        if !http2 {
             let host = HeaderValue::from_str(&target.authority)
                 .map_err(|e| crate::usage(format!("bad host '{}': {e}", target.authority)))?;
             headers.insert(HOST, host);
         }
         headers.insert(USER_AGENT, HeaderValue::from_static(client::USER_AGENT));
-        if args.disable_keepalive && !args.http2 {
+        if args.disable_keepalive && !http2 {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         let mut replaced = Vec::new();
@@ -124,7 +135,7 @@ impl Plan {
             insecure: args.insecure,
             cacert: args.cacert.clone(),
         };
-        let dialer = if args.http2 {
+        let dialer = if http2 {
             Dialer::new_h2(args.connect_timeout, tls)
         } else {
             Dialer::new(args.connect_timeout, tls)
@@ -132,7 +143,7 @@ impl Plan {
         if target.is_tls() {
             dialer.check_tls().map_err(crate::usage)?;
         }
-        let fast = !args.http2 && !target.is_tls();
+        let fast = !http2 && !target.is_tls();
         let limit = match (args.requests, args.duration) {
             (Some(n), _) => n,
             (None, Some(_)) => u64::MAX,
@@ -152,8 +163,8 @@ impl Plan {
             timeout: args.timeout,
             group_by: args.group_by.clone(),
             keepalive: !args.disable_keepalive,
-            http2: args.http2,
-            streams: if args.http2 { args.streams } else { 1 },
+            http2,
+            streams: args.streams,
             rate: args.rate,
             connections: args.connections,
             limit,
@@ -314,5 +325,9 @@ mod tests {
         assert_eq!(p.loops(), 6);
         let at = p.scheduled(1, 2).unwrap();
         assert_eq!(at - p.start, Duration::from_millis(130));
+        let p = plan(&["-p", "2", "h2c://:8080/y"]);
+        assert!(p.http2 && !p.fast);
+        assert_eq!(p.request(None).uri(), "http://127.0.0.1:8080/y");
+        assert_eq!(p.url, "h2c://127.0.0.1:8080/y");
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::report::{align, Paint};
 use crate::core::addr::Target;
-use crate::core::client::{handshake, Dialer, USER_AGENT};
+use crate::core::client::{handshake_any, to_h2, Dialer, USER_AGENT};
 
 /// Largest `/backends` answer read.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -26,7 +26,7 @@ pub async fn fetch(
 ) -> anyhow::Result<Vec<Value>> {
     let work = async {
         let stream = dialer.dial(admin).await.map_err(|e| anyhow!("{e}"))?.0;
-        let mut tx = handshake::<Full<Bytes>>(stream).await?;
+        let mut tx = handshake_any::<Full<Bytes>>(stream, admin).await?;
         let mut req = Request::get("/backends").body(Full::new(Bytes::new()))?;
         let h = req.headers_mut();
         h.insert(header::HOST, HeaderValue::from_str(&admin.authority)?);
@@ -36,7 +36,10 @@ pub async fn fetch(
                 .map_err(|_| crate::usage("--admin-token is not a valid header value"))?;
             h.insert(header::AUTHORIZATION, v);
         }
-        let resp = tx.send_request(req).await?;
+        if tx.is_h2() {
+            to_h2(&mut req, admin);
+        }
+        let resp = tx.try_send_request(req).await.map_err(|e| e.into_error())?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()

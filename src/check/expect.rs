@@ -186,18 +186,12 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http::StatusCode;
-    use std::time::Duration;
 
     fn outcome(status: u16, body: &'static str) -> ProbeOutcome {
         ProbeOutcome {
-            healthy: false,
             status: StatusCode::from_u16(status).ok(),
-            latency: Duration::ZERO,
-            timings: Default::default(),
-            ttfb: None,
-            error: None,
             body: Bytes::from_static(body.as_bytes()),
-            peer_cert: None,
+            ..Default::default()
         }
     }
 

@@ -17,7 +17,7 @@ use http::HeaderMap;
 
 use crate::cli::CheckArgs;
 use crate::core::addr::Target;
-use crate::core::client::{Dialer, TlsOptions};
+use crate::core::client::{Alpn, Dialer, TlsOptions};
 use crate::core::prober::{probe, ProbeSpec};
 use expect::Expect;
 use report::Row;
@@ -51,12 +51,14 @@ fn dialer(args: &CheckArgs, probe_timeout: Duration) -> anyhow::Result<Dialer> {
     if connect_timeout.is_zero() {
         return Err(crate::usage("--connect-timeout must be above 0"));
     }
-    let dialer = Dialer::new(
+    // Targets are probed in their own protocol: https ones offer h2 and http/1.1 by ALPN.
+    let dialer = Dialer::with_alpn(
         connect_timeout,
         TlsOptions {
             insecure: args.insecure,
             cacert: args.cacert.clone(),
         },
+        Alpn::Any,
     );
     let tls = args.targets.iter().chain(&args.admin).any(Target::is_tls);
     if args.cacert.is_some() || tls {
@@ -143,14 +145,8 @@ impl Plan {
 
 fn failed_outcome(detail: String) -> crate::core::prober::ProbeOutcome {
     crate::core::prober::ProbeOutcome {
-        healthy: false,
-        status: None,
-        latency: Duration::ZERO,
-        timings: Default::default(),
-        ttfb: None,
         error: Some((crate::core::client::ErrorKind::Protocol, detail)),
-        body: Default::default(),
-        peer_cert: None,
+        ..Default::default()
     }
 }
 

@@ -100,6 +100,7 @@ impl Row {
             "url": self.url,
             "healthy": self.healthy(),
             "status": self.outcome.status.map(|s| s.as_u16()),
+            "http_version": self.outcome.version.map(version_name),
             "latency_ms": ms(p.total),
             "timings_ms": {
                 "dns": ms(p.dns),
@@ -113,6 +114,17 @@ impl Row {
             "error": error,
             "cert": self.cert.as_ref().map(|c| c.to_json(warn_days)),
         })
+    }
+}
+
+/// An HTTP version as JSON shows it, as `lbx bench` does: `1.1`, `2`.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_11 => "1.1",
+        http::Version::HTTP_2 => "2",
+        _ => "3",
     }
 }
 
@@ -322,7 +334,7 @@ pub(super) mod tests {
             ttfb: status.map(|_| Duration::from_millis(10)),
             error: error.map(|k| (k, k.as_str().to_string())),
             body: Bytes::from_static(b"ok"),
-            peer_cert: None,
+            ..Default::default()
         };
         let target = Target::parse(":9001").unwrap();
         Row::new(target, "/healthcheck", outcome, &Expect::default())

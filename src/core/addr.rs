@@ -1,4 +1,5 @@
-//! Address parsing shared by every subcommand: `:9001`, `host:port`, `[::1]:9001`, `http://…`, `https://…`.
+//! Address parsing shared by every subcommand: `:9001`, `host:port`, `[::1]:9001`, `http://…`,
+//! `https://…`, `h2c://…`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,8 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 pub enum Scheme {
     /// Plain HTTP/1.1.
     Http,
-    /// HTTP over TLS (rustls).
+    /// HTTP over TLS (rustls): HTTP/2 or HTTP/1.1, as ALPN decides.
     Https,
+    /// Plain HTTP/2 with prior knowledge (no upgrade, no TLS).
+    H2c,
 }
 
 impl Scheme {
@@ -18,6 +21,15 @@ impl Scheme {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::H2c => "h2c",
+        }
+    }
+
+    /// The scheme a request URI carries (`h2c` is plain `http` on the wire).
+    pub fn uri_scheme(self) -> http::uri::Scheme {
+        match self {
+            Scheme::Http | Scheme::H2c => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
         }
     }
 }
@@ -48,10 +60,11 @@ impl Target {
             Some((sch, rest)) => match sch.to_ascii_lowercase().as_str() {
                 "http" => (Scheme::Http, rest),
                 "https" => (Scheme::Https, rest),
+                "h2c" => (Scheme::H2c, rest),
                 other => {
                     return Err(format!(
-                        "unsupported scheme '{other}' in '{input}' (use http:// or https://)"
-                    ))
+                    "unsupported scheme '{other}' in '{input}' (use http://, https:// or h2c://)"
+                ))
                 }
             },
             None => (Scheme::Http, s),
@@ -72,7 +85,7 @@ impl Target {
         let port = match port {
             Some(p) => p,
             None if s.contains("://") => match scheme {
-                Scheme::Http => 80,
+                Scheme::Http | Scheme::H2c => 80,
                 Scheme::Https => 443,
             },
             None => {
@@ -117,13 +130,18 @@ impl Target {
     pub fn is_tls(&self) -> bool {
         self.scheme == Scheme::Https
     }
+
+    /// True for `h2c://` targets: HTTP/2 with prior knowledge over plain TCP.
+    pub fn is_h2c(&self) -> bool {
+        self.scheme == Scheme::H2c
+    }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scheme {
             Scheme::Http => f.write_str(&self.authority),
-            Scheme::Https => write!(f, "https://{}", self.authority),
+            scheme => write!(f, "{}://{}", scheme.as_str(), self.authority),
         }
     }
 }
@@ -270,6 +288,19 @@ mod tests {
         assert_eq!(t.to_string(), "https://example.com:443");
         let t = Target::parse("http://localhost:8080/").unwrap();
         assert_eq!((t.host.as_str(), t.port, t.ip), ("localhost", 8080, None));
+        let t = Target::parse("H2C://:9001").unwrap();
+        assert_eq!(
+            (t.scheme, t.is_h2c(), t.is_tls()),
+            (Scheme::H2c, true, false)
+        );
+        assert_eq!(t.to_string(), "h2c://127.0.0.1:9001");
+        assert_eq!(t.scheme.uri_scheme(), http::uri::Scheme::HTTP);
+        assert_eq!(Target::parse("h2c://example.com").unwrap().port, 80);
+        assert_eq!(
+            Target::parse(&t.to_string()).unwrap(),
+            t,
+            "Display parses back"
+        );
     }
 
     #[test]
@@ -290,6 +321,8 @@ mod tests {
             assert!(!e.is_empty(), "{bad}");
         }
         assert!(Target::parse(":abc").unwrap_err().contains("abc"));
+        let e = Target::parse("h2://x:1").unwrap_err();
+        assert!(e.contains("'h2'") && e.contains("h2c://"), "{e}");
     }
 
     #[test]
@@ -297,6 +330,8 @@ mod tests {
         let w = parse_weighted(":9001=3").unwrap();
         assert_eq!((w.target.port, w.weight), (9001, 3));
         assert_eq!(parse_weighted("http://h:80").unwrap().weight, 1);
+        let w = parse_weighted("h2c://:9001=2").unwrap();
+        assert_eq!((w.target.is_h2c(), w.weight), (true, 2));
         for bad in [":9001=0", ":9001=x", ":9001=", ":9001=1001", "=3"] {
             let e = parse_weighted(bad).unwrap_err();
             assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");

@@ -1,6 +1,8 @@
 //! The one HTTP client setup: dialing (TCP or TLS through rustls) with per-phase timings, and the
-//! HTTP/1.1 handshake. `balance`, `bench`, `check` and the prober all connect through [`Dialer`].
+//! HTTP/1.1 and HTTP/2 handshakes. `balance`, `bench`, `check` and the prober all connect through
+//! [`Dialer`]; [`handshake_any`] speaks whichever version the target and ALPN call for.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -9,8 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Body;
-use hyper::client::conn::{http1, http2};
+use futures_util::future::Either;
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, Uri, Version};
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -161,31 +166,59 @@ pub struct Dialer {
 }
 
 struct DialerInner {
-    /// In nanoseconds: a reload may change it (see [`Dialer::set_connect_timeout`]).
-    connect_timeout: AtomicU64,
-    /// Offer only `h2` in TLS ALPN (for HTTP/2 clients); otherwise `http/1.1`.
-    alpn_h2: bool,
+    /// In nanoseconds: a reload may change it (see [`Dialer::set_connect_timeout`]). Shared
+    /// with [`Dialer::sibling`]s.
+    connect_timeout: Arc<AtomicU64>,
+    /// What TLS offers in ALPN.
+    alpn: Alpn,
     tls_opts: TlsOptions,
     tls: OnceLock<Result<TlsConnector, String>>,
 }
 
+/// The HTTP versions a dialer offers in TLS ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    /// `http/1.1` only: pair with [`handshake`].
+    Http1,
+    /// `h2` only: pair with [`handshake_h2`].
+    H2,
+    /// `h2` first, then `http/1.1`: the server picks; pair with [`handshake_any`].
+    Any,
+}
+
 impl Dialer {
-    /// A dialer with this connect timeout (covering DNS, TCP and TLS).
+    /// A dialer with this connect timeout (covering DNS, TCP and TLS) whose TLS offers `alpn`.
+    pub fn with_alpn(connect_timeout: Duration, tls_opts: TlsOptions, alpn: Alpn) -> Dialer {
+        Dialer::build(
+            Arc::new(AtomicU64::new(nanos(connect_timeout))),
+            tls_opts,
+            alpn,
+        )
+    }
+
+    /// A dialer whose TLS offers HTTP/1.1 only; pair it with [`handshake`].
     pub fn new(connect_timeout: Duration, tls_opts: TlsOptions) -> Dialer {
-        Dialer::build(connect_timeout, false, tls_opts)
+        Dialer::with_alpn(connect_timeout, tls_opts, Alpn::Http1)
     }
 
     /// Like [`Dialer::new`], but TLS offers HTTP/2 (`h2`) in ALPN instead of HTTP/1.1; pair it
     /// with [`handshake_h2`].
     pub fn new_h2(connect_timeout: Duration, tls_opts: TlsOptions) -> Dialer {
-        Dialer::build(connect_timeout, true, tls_opts)
+        Dialer::with_alpn(connect_timeout, tls_opts, Alpn::H2)
     }
 
-    fn build(connect_timeout: Duration, alpn_h2: bool, tls_opts: TlsOptions) -> Dialer {
+    /// The same TLS options and connect timeout (a change to either's reaches both), offering
+    /// `alpn` instead (its TLS setup is its own).
+    pub fn sibling(&self, alpn: Alpn) -> Dialer {
+        let i = &self.inner;
+        Dialer::build(i.connect_timeout.clone(), i.tls_opts.clone(), alpn)
+    }
+
+    fn build(connect_timeout: Arc<AtomicU64>, tls_opts: TlsOptions, alpn: Alpn) -> Dialer {
         Dialer {
             inner: Arc::new(DialerInner {
-                connect_timeout: AtomicU64::new(nanos(connect_timeout)),
-                alpn_h2,
+                connect_timeout,
+                alpn,
                 tls_opts,
                 tls: OnceLock::new(),
             }),
@@ -212,7 +245,7 @@ impl Dialer {
         self.inner
             .tls
             .get_or_init(|| {
-                build_tls(&self.inner.tls_opts, self.inner.alpn_h2)
+                build_tls(&self.inner.tls_opts, self.inner.alpn)
                     .map(|c| TlsConnector::from(Arc::new(c)))
             })
             .as_ref()
@@ -383,7 +416,90 @@ where
     Ok(tx)
 }
 
-fn build_tls(opts: &TlsOptions, alpn_h2: bool) -> Result<rustls::ClientConfig, String> {
+/// An HTTP connection of either version: what [`handshake_any`] made of a dialed stream.
+pub enum Sender<B> {
+    /// HTTP/1.1: one request at a time.
+    H1(http1::SendRequest<B>),
+    /// HTTP/2: clones carry concurrent requests over the one connection.
+    H2(http2::SendRequest<B>),
+}
+
+impl<B: Body + 'static> Sender<B> {
+    /// True for HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    /// True once the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request (HTTP/2: at once while it is open).
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    /// Sends a request: for HTTP/2 its URI must be absolute (see [`to_h2`]). A request that
+    /// never left is handed back in the error.
+    pub fn try_send_request(
+        &mut self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<B>>>> {
+        match self {
+            Sender::H1(s) => Either::Left(s.try_send_request(req)),
+            Sender::H2(s) => Either::Right(s.try_send_request(req)),
+        }
+    }
+}
+
+/// Turns a request made for HTTP/1.1 (origin-form target, `Host` header) into one for HTTP/2
+/// to `target`: an absolute URI, whose scheme and authority become `:scheme` and `:authority`
+/// (the `Host` value when it is a valid authority, else the target's; `Host` itself stays, equal
+/// to it), and version 2. The caller has removed connection-specific headers.
+pub fn to_h2<T>(req: &mut Request<T>, target: &Target) {
+    let authority = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| Authority::try_from(target.authority.as_str()).ok());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.uri_scheme());
+    parts.authority = authority;
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
+}
+
+/// Starts the HTTP version `target` and the dialed stream call for: HTTP/2 for `h2c://` and
+/// when TLS ALPN chose `h2`, HTTP/1.1 otherwise. Either connection is driven by a spawned task.
+pub async fn handshake_any<B>(stream: Stream, target: &Target) -> Result<Sender<B>, hyper::Error>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if target.is_h2c() || stream.alpn_h2() {
+        handshake_h2(stream).await.map(Sender::H2)
+    } else {
+        handshake(stream).await.map(Sender::H1)
+    }
+}
+
+fn build_tls(opts: &TlsOptions, alpn: Alpn) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -408,10 +524,10 @@ fn build_tls(opts: &TlsOptions, alpn_h2: bool) -> Result<rustls::ClientConfig, S
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    config.alpn_protocols = if alpn_h2 {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
+    config.alpn_protocols = match alpn {
+        Alpn::Http1 => vec![b"http/1.1".to_vec()],
+        Alpn::H2 => vec![b"h2".to_vec()],
+        Alpn::Any => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     };
     Ok(config)
 }
@@ -487,6 +603,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// True when TLS ALPN chose HTTP/2.
+    pub fn alpn_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// The peer's certificate chain, leaf first (TLS only).
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
@@ -561,12 +685,14 @@ mod tests {
     #[test]
     fn a_changed_connect_timeout_reaches_every_clone_and_no_other_dialer() {
         let d = Dialer::new(Duration::from_secs(3), TlsOptions::default());
-        let (clone, other) = (
+        let (clone, sibling, other) = (
             d.clone(),
+            d.sibling(Alpn::Any),
             Dialer::new(Duration::from_secs(3), TlsOptions::default()),
         );
         d.set_connect_timeout(Duration::from_millis(250));
         assert_eq!(clone.connect_timeout(), Duration::from_millis(250));
+        assert_eq!(sibling.connect_timeout(), Duration::from_millis(250));
         assert_eq!(other.connect_timeout(), Duration::from_secs(3));
         clone.set_connect_timeout(Duration::MAX);
         assert_eq!(d.connect_timeout(), Duration::from_nanos(u64::MAX));

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::addr::Target;
 use super::backend::Backend;
-use super::client::{classify, handshake, DialTimings, Dialer, ErrorKind, USER_AGENT};
+use super::client::{classify, handshake_any, to_h2, DialTimings, Dialer, ErrorKind, USER_AGENT};
 use super::health::{Health, Transition};
 use super::pool::Pool;
 
@@ -46,7 +46,7 @@ impl ProbeSpec {
 }
 
 /// The result of one probe.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ProbeOutcome {
     /// A 2xx status arrived (callers may apply stricter rules to `status` and `body`).
     pub healthy: bool,
@@ -64,6 +64,8 @@ pub struct ProbeOutcome {
     pub body: Bytes,
     /// Leaf certificate of an https target (DER).
     pub peer_cert: Option<Vec<u8>>,
+    /// The HTTP version the answer came in.
+    pub version: Option<Version>,
 }
 
 impl ProbeOutcome {
@@ -80,16 +82,7 @@ impl ProbeOutcome {
 /// Probes one target once.
 pub async fn probe(dialer: &Dialer, target: &Target, spec: &ProbeSpec) -> ProbeOutcome {
     let start = Instant::now();
-    let mut out = ProbeOutcome {
-        healthy: false,
-        status: None,
-        latency: Duration::ZERO,
-        timings: DialTimings::default(),
-        ttfb: None,
-        error: None,
-        body: Bytes::new(),
-        peer_cert: None,
-    };
+    let mut out = ProbeOutcome::default();
     let res = tokio::time::timeout(
         spec.timeout,
         probe_inner(dialer, target, spec, start, &mut out),
@@ -129,7 +122,8 @@ async fn probe_inner(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec());
-    let mut tx = handshake::<Full<Bytes>>(stream)
+    // The backend's own protocol: h2c, h2 or HTTP/1.1 as ALPN chose, or plain HTTP/1.1.
+    let mut tx = handshake_any::<Full<Bytes>>(stream, target)
         .await
         .map_err(|e| (classify(&e), e.to_string()))?;
     let mut req = Request::builder()
@@ -146,14 +140,20 @@ async fn probe_inner(
         http::header::USER_AGENT,
         HeaderValue::from_static(USER_AGENT),
     );
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    if !tx.is_h2() {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     for (k, v) in &spec.headers {
         h.insert(k, v.clone());
     }
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| (classify(&e), e.to_string()))?;
+    if tx.is_h2() {
+        to_h2(&mut req, target);
+    }
+    let resp = tx.try_send_request(req).await.map_err(|e| {
+        let e = e.into_error();
+        (classify(&e), e.to_string())
+    })?;
+    out.version = Some(resp.version());
     out.ttfb = Some(start.elapsed());
     out.status = Some(resp.status());
     // A probe only needs the head to decide; the body is read for --expect-body, keeping its

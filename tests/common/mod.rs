@@ -135,6 +135,19 @@ impl Proc {
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.errs.try_iter().collect()
     }
+
+    /// Waits (bounded) for a stderr line that contains every one of `parts`, and returns it.
+    pub fn wait_stderr(&self, parts: &[&str], limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.errs.recv_timeout(left) {
+                Ok(l) if parts.iter().all(|p| l.contains(p)) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -159,15 +172,13 @@ pub fn balance(backends: &[SocketAddr], extra: &[&str]) -> Proc {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let mut args = vec![
-        "balance",
-        "-p",
-        "0",
-        "--host",
-        "127.0.0.1",
-        "-b",
-        list.as_str(),
-    ];
+    balance_to(&list, extra)
+}
+
+/// Starts `lbx balance -p 0 --host 127.0.0.1 -b BACKENDS EXTRA...`, backends as written
+/// (`h2c://127.0.0.1:9001,https://localhost:9002`).
+pub fn balance_to(backends: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["balance", "-p", "0", "--host", "127.0.0.1", "-b", backends];
     args.extend_from_slice(extra);
     Proc::start(&args, 1)
 }
@@ -646,4 +657,79 @@ pub fn assert_cut_off(c: &mut TcpStream) {
         "answered: {}",
         String::from_utf8_lossy(&buf)
     );
+}
+
+/// A throwaway CA ("lbx test CA") and a certificate for `localhost` it signed, written as PEM
+/// files into a temp directory that goes on drop; the leaf's DER too, for servers built in tests.
+pub struct TestCa {
+    /// The directory holding the files.
+    pub dir: std::path::PathBuf,
+    /// The CA certificate (for `--cacert`, `--backend-cacert`).
+    pub ca: std::path::PathBuf,
+    /// The leaf certificate (for `--tls-cert`).
+    pub cert: std::path::PathBuf,
+    /// The leaf's private key (for `--tls-key`).
+    pub key: std::path::PathBuf,
+    /// The leaf certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The leaf's private key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+}
+
+impl TestCa {
+    /// Makes the CA and the leaf; `tag` names the directory.
+    pub fn new(tag: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "lbx test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+        let dir = temp_path(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca_file, cert, key) = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&ca_file, ca.as_ref().pem()).unwrap();
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        TestCa {
+            dir,
+            ca: ca_file,
+            cert,
+            key,
+            cert_der: leaf.der().to_vec(),
+            key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    /// The CA file's path as text.
+    pub fn ca_path(&self) -> &str {
+        self.ca.to_str().unwrap()
+    }
+
+    /// `--tls-cert CERT --tls-key KEY` for `lbx serve` or `lbx balance`.
+    pub fn tls_flags(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.cert.to_str().unwrap(),
+            "--tls-key",
+            self.key.to_str().unwrap(),
+        ]
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
