@@ -332,7 +332,8 @@ mod tests {
                     b_peer.read_exact(&mut got).await.unwrap();
                     assert!(!t.is_finished(), "busy tunnel kept open");
                 }
-                tokio::time::sleep(Duration::from_secs(11)).await;
+                // Idleness is checked every quarter period: closed by 12.5 s after the last move.
+                tokio::time::sleep(Duration::from_millis(12_600)).await;
                 assert!(t.is_finished(), "idle tunnel closed");
             })
             .await;

@@ -42,6 +42,8 @@ pub(super) struct ConnState {
     seen: Cell<bool>,
     /// Requests whose answer (head and body) hyper has not finished with.
     in_flight: Cell<u32>,
+    /// Requests received, to tell that one came and went between two looks.
+    requests: Cell<u64>,
     /// The latest request had a body (hyper may still be reading it after the answer) or asked
     /// for an upgrade: the connection must not park.
     hold: Cell<bool>,
@@ -50,6 +52,26 @@ pub(super) struct ConnState {
 impl ConnState {
     fn settled(&self) -> bool {
         self.in_flight.get() == 0 && !self.hold.get()
+    }
+}
+
+/// Since when an HTTP/1 connection has been waiting for its next request head, as seen by
+/// looking now and then (to within one look's interval).
+#[derive(Default)]
+struct Waiting {
+    since: Option<Instant>,
+    requests: u64,
+}
+
+impl Waiting {
+    fn look(&mut self, state: &ConnState, now: Instant) {
+        let requests = state.requests.get();
+        if state.in_flight.get() > 0 {
+            self.since = None;
+        } else if self.since.is_none() || requests != self.requests {
+            self.since = Some(now);
+        }
+        self.requests = requests;
     }
 }
 
@@ -86,6 +108,7 @@ where
                 || req.method() == hyper::Method::CONNECT,
         );
         st.in_flight.set(st.in_flight.get() + 1);
+        st.requests.set(st.requests.get() + 1);
         Answering {
             inner: self.inner.call(req),
             guard: Some(InFlight(st.clone())),
@@ -214,6 +237,9 @@ impl Conn {
         let activity = Activity::new();
         let mut io = Tracked::new(stream, activity.clone());
         let mut service = service;
+        // Since when the connection has been waiting for a request head (None while a request
+        // is in flight); the next head must be in within the keep-alive time.
+        let mut waiting = Waiting::default();
         loop {
             // Boxed: a parked connection's task keeps none of hyper's state.
             let conn = Box::pin(
@@ -221,7 +247,7 @@ impl Conn {
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades(),
             );
-            let Some(parts) = self.run_h1(conn, &activity, &state).await else {
+            let Some(parts) = self.run_h1(conn, &activity, &state, &mut waiting).await else {
                 return;
             };
             let read_buf;
@@ -238,7 +264,7 @@ impl Conn {
             drop(read_buf);
             trim::parked();
             // Parked: the task holds the socket and nothing else until the client sends.
-            let until = activity.last() + self.keep_alive;
+            let until = waiting.since.unwrap_or_else(Instant::now) + self.keep_alive;
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return,
@@ -249,12 +275,16 @@ impl Conn {
     }
 
     /// Drives one HTTP/1 connection until it ends (`None`) or has been quiet with nothing in
-    /// flight for [`PARK_AFTER`], when it is taken apart and its parts returned.
+    /// flight for [`PARK_AFTER`], when it is taken apart and its parts returned. One timer,
+    /// ticking every [`PARK_AFTER`] while the connection is active, enforces the keep-alive
+    /// time (hyper's per-request header timer is off: that saves arming a timer per request),
+    /// the idle timeout, and parking.
     async fn run_h1<S, B>(
         &mut self,
         mut conn: Pin<Box<http1::UpgradeableConnection<H1Io, Tracking<S>>>>,
         activity: &Arc<Activity>,
         state: &ConnState,
+        waiting: &mut Waiting,
     ) -> Option<http1::Parts<H1Io, Tracking<S>>>
     where
         S: Service<Request<Incoming>, Response = Response<B>> + 'static,
@@ -265,8 +295,10 @@ impl Conn {
     {
         let mut closing = false;
         let mut first_head = !state.seen.get();
-        let park = tokio::time::sleep_until(activity.last() + PARK_AFTER);
-        tokio::pin!(park);
+        let mut tick = tokio::time::interval_at(Instant::now() + PARK_AFTER, PARK_AFTER);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut moves = activity.moves();
+        let mut quiet_since = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -281,19 +313,26 @@ impl Conn {
                     }
                     first_head = false;
                 }
-                _ = activity.idle_for(self.idle), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = &mut park, if !closing => {
-                    let due = activity.last() + PARK_AFTER;
-                    let now = Instant::now();
-                    if due > now {
-                        park.as_mut().reset(due);
-                    } else if state.settled() && activity.quiet() {
+                now = tick.tick() => {
+                    let moved = activity.moves() != moves;
+                    moves = activity.moves();
+                    if moved {
+                        quiet_since = now;
+                    }
+                    waiting.look(state, now);
+                    // (The first head has its own deadline.)
+                    let late = waiting.since.is_some_and(|t| now >= t + self.keep_alive);
+                    if late && state.seen.get() {
+                        return None; // no whole head in time: close
+                    }
+                    if closing {
+                        continue;
+                    }
+                    if self.idle.is_some_and(|idle| now >= quiet_since + idle) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    } else if !moved && state.settled() && activity.quiet() {
                         return Pin::into_inner(conn).into_parts();
-                    } else {
-                        park.as_mut().reset(now + PARK_AFTER);
                     }
                 }
             }

@@ -316,9 +316,9 @@ struct Builders {
 impl Builders {
     fn new(limits: &ConnLimits) -> Builders {
         let keep_alive = limits.keep_alive();
+        // The keep-alive time is enforced by the connection's own timer (`conn::Conn`).
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(keep_alive)
+        h1.header_read_timeout(None)
             .max_buf_size(MAX_BUF)
             .writev(false)
             .keep_alive(true);
