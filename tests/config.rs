@@ -93,6 +93,22 @@ fn pool(admin: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// The file is now invalid: `POST /reload` answers 400 naming `why`, SIGHUP is refused too, and
+/// both refusals are logged with `why`.
+fn reload_refused(lb: &Proc, admin: SocketAddr, why: &str) {
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains(why), "{}", r.text());
+    lb.signal("HUP");
+    let mut errs = Vec::new();
+    let logged = wait_until(Duration::from_secs(10), || {
+        errs.extend(lb.stderr_so_far());
+        let failed = |l: &&String| l.contains("reload failed") && l.contains(why);
+        errs.iter().filter(failed).count() >= 2
+    });
+    assert!(logged, "two 'reload failed' lines naming {why:?}: {errs:?}");
+}
+
 #[test]
 fn errors_name_the_line_and_exit_2() {
     for (text, want) in [
@@ -107,6 +123,16 @@ fn errors_name_the_line_and_exit_2() {
             "line 3",
         ),
         ("[traffic]\nmax_body = \"huge\"\n", "line 2"),
+        // Zero where zero means nothing, as the flags refuse it.
+        ("[health]\ninterval = \"0s\"\n", "line 2, column 12"),
+        ("[health]\nrise = 1\nfall = 0\n", "line 3, column 8"),
+        ("[health]\ntimeout = \"0ms\"\n", "line 2"),
+        ("connect_timeout = \"0s\"\n", "line 1"),
+        ("[traffic]\nidle_timeout = \"0s\"\n", "line 2"),
+        ("[traffic]\nresponse_timeout = \"0s\"\n", "line 2"),
+        ("workers = 0\n", "line 1, column 11"),
+        ("[traffic]\nmax_connections = 0\n", "line 2"),
+        ("[traffic]\nrate_limit = \"1e-300/s\"\n", "line 2"),
     ] {
         let f = File::new(text);
         let out = run_lbx(&["balance", "--config", f.path()], Duration::from_secs(20));
@@ -219,15 +245,7 @@ fn an_invalid_reload_keeps_serving() {
     let f = File::new(&backends_toml(&[a.addr()]));
     let (lb, admin) = balance_from(&f.0);
     f.write("backends = [\n  \"nope:\"\n]\n");
-    let r = admin_call(admin, "POST", "/reload", None, "");
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("line 2"), "{}", r.text());
-    lb.signal("HUP");
-    let mut errs = Vec::new();
-    assert!(wait_until(Duration::from_secs(10), || {
-        errs.extend(lb.stderr_so_far());
-        errs.iter().filter(|l| l.contains("reload failed")).count() >= 2
-    }));
+    reload_refused(&lb, admin, "line 2");
     assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
     assert_eq!(pool(admin), [a.addr().to_string()]);
 
@@ -249,6 +267,22 @@ fn an_invalid_reload_keeps_serving() {
     assert_eq!(admin_call(admin, "POST", "/reload", None, "").status, 200);
     let want = [b.addr().to_string(), c.addr().to_string()];
     assert!(wait_until(Duration::from_secs(10), || pool(admin) == want));
+}
+
+#[test]
+fn a_reload_to_a_zero_interval_is_refused_and_probing_goes_on() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let f = File::new(&backends_toml(&[a.addr(), b.addr()]));
+    let (lb, admin) = balance_from(&f.0);
+    f.write(&backends_toml(&[a.addr()]).replace("interval = \"100ms\"", "interval = \"0s\""));
+    reload_refused(&lb, admin, "line 3");
+    let want = [a.addr().to_string(), b.addr().to_string()];
+    assert_eq!(pool(admin), want, "the running backends stay");
+    // The prober lives on: a backend that goes away is still taken out.
+    drop(b);
+    let down = lb.wait_stderr(&["DOWN"], Duration::from_secs(10));
+    assert!(down.is_some_and(|l| l.contains(&want[1])));
 }
 
 #[test]

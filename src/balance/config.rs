@@ -22,7 +22,7 @@ use crate::cli::{BalanceArgs, Cli};
 use crate::core::addr::{parse_listen_host, Target};
 use crate::core::select::hash::HashKey;
 use crate::core::select::Algorithm;
-use crate::core::units::{parse_duration, parse_size};
+use crate::core::units::{parse_duration, parse_positive_duration, parse_size};
 
 /// A string value checked by a parser; its error becomes a serde error, which toml places at
 /// the value's line and column.
@@ -44,6 +44,10 @@ macro_rules! parsed {
 parsed!(
     /// A duration such as `500ms` or `2s`.
     Dur, Duration, parse_duration
+);
+parsed!(
+    /// A duration above 0, for timeouts and intervals.
+    PosDur, Duration, parse_positive_duration
 );
 parsed!(
     /// A selection algorithm, as `--algorithm` takes it.
@@ -90,6 +94,26 @@ parsed!(
         Err(format!("'{s}' must start with '/'"))
     }
 );
+
+/// A whole number above 0, for counts where 0 means nothing; toml places the error at the value.
+#[derive(Clone, Copy, Debug)]
+pub struct Positive<T>(pub T);
+
+impl<'de, T> Deserialize<'de> for Positive<T>
+where
+    T: Deserialize<'de> + PartialOrd + Default + std::fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = T::deserialize(d)?;
+        if v > T::default() {
+            Ok(Positive(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "'{v}' is not a whole number above 0"
+            )))
+        }
+    }
+}
 
 /// A backend in the file: `":9001"` or `{ address = ":9001", weight = 2 }`.
 #[derive(Clone, Debug)]
@@ -140,13 +164,13 @@ pub struct HealthSection {
     /// `--health-path`.
     pub path: Option<UrlPath>,
     /// `--interval`.
-    pub interval: Option<Dur>,
+    pub interval: Option<PosDur>,
     /// `--timeout`.
-    pub timeout: Option<Dur>,
+    pub timeout: Option<PosDur>,
     /// `--rise`.
-    pub rise: Option<u32>,
+    pub rise: Option<Positive<u32>>,
     /// `--fall`.
-    pub fall: Option<u32>,
+    pub fall: Option<Positive<u32>>,
 }
 
 /// `[traffic]`: selection, passive health, retries, timeouts and limits.
@@ -164,13 +188,13 @@ pub struct TrafficSection {
     /// `--retries`.
     pub retries: Option<u32>,
     /// `--response-timeout`.
-    pub response_timeout: Option<Dur>,
+    pub response_timeout: Option<PosDur>,
     /// `--header-timeout`.
-    pub header_timeout: Option<Dur>,
+    pub header_timeout: Option<PosDur>,
     /// `--idle-timeout`.
-    pub idle_timeout: Option<Dur>,
+    pub idle_timeout: Option<PosDur>,
     /// `--max-connections`.
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<Positive<usize>>,
     /// `--max-body`.
     pub max_body: Option<Size>,
     /// `--rate-limit`.
@@ -220,9 +244,9 @@ pub struct FileConfig {
     /// `--backend`, with weights.
     pub backends: Option<Vec<BackendEntry>>,
     /// `--workers`.
-    pub workers: Option<usize>,
+    pub workers: Option<Positive<usize>>,
     /// `--connect-timeout`.
-    pub connect_timeout: Option<Dur>,
+    pub connect_timeout: Option<PosDur>,
     /// `--grace`.
     pub grace: Option<Dur>,
     /// Health checks.
@@ -246,14 +270,7 @@ pub struct FileConfig {
 
 /// Parses config text; the error names `name`, the line and the column.
 pub fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
-    let cfg: FileConfig = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
-    if cfg.traffic.max_connections == Some(0) {
-        return Err(format!("{name}: traffic.max_connections must be above 0"));
-    }
-    if cfg.workers == Some(0) {
-        return Err(format!("{name}: workers must be above 0"));
-    }
-    Ok(cfg)
+    toml::from_str(text).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Reads and parses the file at `path`.
@@ -312,7 +329,7 @@ pub fn merge(
     }
     take!("host", a.host, f.host.map(|h| h.0));
     take!("port", a.port, f.port);
-    take!("workers", a.workers, f.workers.map(Some));
+    take!("workers", a.workers, f.workers.map(|n| Some(n.0)));
     take!(
         "connect_timeout",
         a.connect_timeout,
@@ -323,8 +340,8 @@ pub fn merge(
     take!("health_path", a.health_path, h.path.map(|p| p.0));
     take!("interval", a.interval, h.interval.map(|d| d.0));
     take!("timeout", a.timeout, h.timeout.map(|d| d.0));
-    take!("rise", a.rise, h.rise);
-    take!("fall", a.fall, h.fall);
+    take!("rise", a.rise, h.rise.map(|n| n.0));
+    take!("fall", a.fall, h.fall.map(|n| n.0));
     let t = f.traffic;
     take!("algorithm", a.algorithm, t.algorithm.map(|v| v.0));
     take!("hash_key", a.hash_key, t.hash_key.map(|v| v.0));
@@ -345,7 +362,7 @@ pub fn merge(
     take!(
         "max_connections",
         a.max_connections,
-        t.max_connections.map(Some)
+        t.max_connections.map(|n| Some(n.0))
     );
     take!("max_body", a.max_body, t.max_body.map(|v| Some(v.0)));
     take!("rate_limit", a.rate_limit, t.rate_limit.map(|v| Some(v.0)));
