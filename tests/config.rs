@@ -57,20 +57,25 @@ fn balance_from(file: &Path) -> (Proc, SocketAddr) {
 
 /// [`balance_from`] with `workers` worker threads.
 fn balance_from_workers(file: &Path, workers: usize) -> (Proc, SocketAddr) {
-    let lb = Proc::start(
-        &[
-            "balance",
-            "--config",
-            file.to_str().unwrap(),
-            "-p",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            &workers.to_string(),
-        ],
-        1,
-    );
+    balance_from_with(file, workers, &[])
+}
+
+/// [`balance_from_workers`] with further flags.
+fn balance_from_with(file: &Path, workers: usize, extra: &[&str]) -> (Proc, SocketAddr) {
+    let workers = workers.to_string();
+    let mut args = vec![
+        "balance",
+        "--config",
+        file.to_str().unwrap(),
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        &workers,
+    ];
+    args.extend_from_slice(extra);
+    let lb = Proc::start(&args, 1);
     let admin = lb
         .wait_line("admin listening on ", Duration::from_secs(10))
         .expect("admin line (the file sets [admin])")
@@ -283,6 +288,52 @@ fn a_reload_to_a_zero_interval_is_refused_and_probing_goes_on() {
     drop(b);
     let down = lb.wait_stderr(&["DOWN"], Duration::from_secs(10));
     assert!(down.is_some_and(|l| l.contains(&want[1])));
+}
+
+#[test]
+fn a_reload_whose_certificate_fails_changes_nothing_and_says_why() {
+    let ca = TestCa::new("reload-tls");
+    let (a, b) = (serve(1, &[]), serve(2, &[]));
+    let file = |backends: &[SocketAddr], retries: u32| {
+        format!(
+            "{}[traffic]\nretries = {retries}\n",
+            backends_toml(backends)
+        )
+    };
+    let f = File::new(&file(&[a.addr()], 2));
+    let key = ca.tls_flags()[3];
+    let mut tls_flags = ca.tls_flags().to_vec();
+    tls_flags.extend(["--tls-port", "0"]);
+    let (lb, admin) = balance_from_with(&f.0, 1, &tls_flags);
+    let tls = lb
+        .wait_line("tls listening on ", Duration::from_secs(10))
+        .expect("tls listening line");
+    let tls_port = tls.rsplit(':').next().unwrap().to_string();
+    let served_over_tls = || {
+        let url = format!("https://localhost:{tls_port}");
+        let out = run_lbx(
+            &["check", "--cacert", ca.ca_path(), &url],
+            Duration::from_secs(20),
+        );
+        out.status.success()
+    };
+    assert!(served_over_tls());
+
+    // A new backend and a new retry count, but the key file is now unusable.
+    f.write(&file(&[a.addr(), b.addr()], 5));
+    let good_key = std::fs::read(&ca.key).unwrap();
+    std::fs::write(&ca.key, "not a key\n").unwrap();
+    reload_refused(&lb, admin, key);
+    assert_eq!(pool(admin), [a.addr().to_string()], "the pool is unchanged");
+    assert!(served_over_tls(), "the running certificate still serves");
+
+    // With the key back, the same file applies, the retry count among its changes: the failed
+    // reload had not recorded it as running.
+    std::fs::write(&ca.key, good_key).unwrap();
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("traffic.retries"), "{}", r.text());
+    assert_eq!(pool(admin), [a.addr().to_string(), b.addr().to_string()]);
 }
 
 #[test]

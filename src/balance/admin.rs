@@ -336,7 +336,7 @@ pub fn spawn_control(
                         loop {
                             tokio::select! {
                                 _ = hup.recv() => {
-                                    // The reload function logs its own outcome.
+                                    // The reload function logs its outcome, failures included.
                                     let _ = reload();
                                 }
                                 _ = stop.changed() => return,

@@ -451,20 +451,19 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Re-reads the file and applies its backends through the registry; returns a summary and
-    /// the settings now in force (the caller applies the health checks, the traffic policy, the
-    /// client connection limits and the connect timeout). On any error nothing changes and the
-    /// reason is logged and returned. Listener, worker, grace, admin and log settings apply at
+    /// Re-reads the file and merges it under the flags: the settings a reload would bring.
+    /// Changes nothing, so the caller can check the rest of what could fail (certificates) before
+    /// it [`commit`](Reloader::commit)s; logs nothing, so the caller logs every failure alike.
+    pub fn prepare(&self) -> Result<Merged, String> {
+        read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit))
+    }
+
+    /// Applies the backends of a [`prepare`](Reloader::prepare)d reload through the registry and
+    /// records its settings as the running ones; returns a summary for the log. The caller
+    /// applies the health checks, the traffic policy, the client connection limits, the connect
+    /// timeout and the certificates. Listener, worker, grace, admin and log settings apply at
     /// the next restart; the summary names the settings that changed, and when each applies.
-    pub fn reload(&self, registry: &Registry) -> Result<(String, BalanceArgs), String> {
-        let merged = read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit));
-        let merged = match merged {
-            Ok(m) => m,
-            Err(e) => {
-                crate::term::warn(&format!("reload failed, keeping the running config: {e}"));
-                return Err(e);
-            }
-        };
+    pub fn commit(&self, registry: &Registry, merged: &Merged) -> String {
         let s = registry.apply_config(&merged.backends);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let changed = changed_settings(&running, &merged.args);
@@ -497,8 +496,7 @@ impl Reloader {
                 summary.push_str(&format!("; {} {}", when.phrase(), names.join(", ")));
             }
         }
-        crate::term::info(&summary);
-        Ok((summary, merged.args))
+        summary
     }
 }
 
