@@ -67,11 +67,11 @@ fn backend(s: &str) -> Result<BackendSpec, String> {
     crate::balance::discovery::parse_backend(s)
 }
 
-fn discover(s: &str) -> Result<SourceSpec, String> {
+pub(crate) fn discover(s: &str) -> Result<SourceSpec, String> {
     match crate::balance::discovery::parse_source(s)? {
         e @ SourceSpec::Etcd(_) => Ok(e),
         _ => Err(format!(
-            "'{s}': give DNS names with -b (dns://NAME:PORT, srv://NAME)"
+            "'{s}': give DNS names as backends (-b or backends in the config file: dns://NAME:PORT, srv://NAME)"
         )),
     }
 }
@@ -81,7 +81,7 @@ fn etcd_url(s: &str) -> Result<crate::core::etcd::EtcdUrl, String> {
 }
 
 /// A DNS server: an IP, with `:PORT` when not 53.
-fn dns_server(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn dns_server(s: &str) -> Result<SocketAddr, String> {
     let t = s.trim();
     if let Ok(ip) = t
         .trim_start_matches('[')

@@ -60,9 +60,8 @@ fn balance_from_workers(file: &Path, workers: usize) -> (Proc, SocketAddr) {
     balance_from_with(file, workers, &[])
 }
 
-/// [`balance_from_workers`] with further flags.
-fn balance_from_with(file: &Path, workers: usize, extra: &[&str]) -> (Proc, SocketAddr) {
-    let workers = workers.to_string();
+/// `lbx balance --config FILE -p 0 --host 127.0.0.1 EXTRA...`.
+fn balance_config(file: &Path, extra: &[&str]) -> Proc {
     let mut args = vec![
         "balance",
         "--config",
@@ -71,11 +70,17 @@ fn balance_from_with(file: &Path, workers: usize, extra: &[&str]) -> (Proc, Sock
         "0",
         "--host",
         "127.0.0.1",
-        "--workers",
-        &workers,
     ];
     args.extend_from_slice(extra);
-    let lb = Proc::start(&args, 1);
+    Proc::start(&args, 1)
+}
+
+/// [`balance_from_workers`] with further flags.
+fn balance_from_with(file: &Path, workers: usize, extra: &[&str]) -> (Proc, SocketAddr) {
+    let workers = workers.to_string();
+    let mut args = vec!["--workers", &workers];
+    args.extend_from_slice(extra);
+    let lb = balance_config(file, &args);
     let admin = lb
         .wait_line("admin listening on ", Duration::from_secs(10))
         .expect("admin line (the file sets [admin])")
@@ -128,6 +133,12 @@ fn errors_name_the_line_and_exit_2() {
             "line 3",
         ),
         ("[traffic]\nmax_body = \"huge\"\n", "line 2"),
+        ("tunnel_timeout = \"soon\"\n", "line 1, column 18"),
+        (
+            "[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nport = \"https\"\n",
+            "line 4",
+        ),
+        ("[discovery]\netcd = [\"dns://x:1\"]\n", "line 2"),
         // Zero where zero means nothing, as the flags refuse it.
         ("[health]\ninterval = \"0s\"\n", "line 2, column 12"),
         ("[health]\nrise = 1\nfall = 0\n", "line 3, column 8"),
@@ -165,21 +176,7 @@ fn the_file_configures_and_flags_override() {
         "port = 1\nbackends = [\"{}\"]\n[access_log]\nformat = \"json\"\n",
         a.addr()
     ));
-    let lb = Proc::start(
-        &[
-            "balance",
-            "--config",
-            f.path(),
-            "-p",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "-b",
-            &b.addr().to_string(),
-            "--access-log",
-        ],
-        1,
-    );
+    let lb = balance_config(&f.0, &["-b", &b.addr().to_string(), "--access-log"]);
     let r = get(lb.addr(), "/").unwrap();
     assert_eq!(server_id(&r), "2");
     // The access log format came from the file.
@@ -187,6 +184,42 @@ fn the_file_configures_and_flags_override() {
         .wait_line("{", Duration::from_secs(10))
         .expect("a JSON access log line");
     assert!(line.contains("\"request_id\""), "{line}");
+}
+
+#[test]
+fn the_file_sets_tls_and_upgrades() {
+    let ca = TestCa::new("config-tls");
+    let a = serve(1, &[]);
+    let f = File::new(&format!(
+        "backends = [\"{}\"]\nallow_upgrade = [\"foo\"]\ntunnel_timeout = \"5m\"\n\
+         [tls]\ncert = \"{}\"\nkey = \"{}\"\nport = 0\n",
+        a.addr(),
+        ca.cert.display(),
+        ca.key.display()
+    ));
+    let lb = balance_config(&f.0, &[]);
+    let tls = lb
+        .wait_line("tls listening on ", Duration::from_secs(10))
+        .expect("a TLS listener from the file");
+    let port = tls.rsplit(':').next().unwrap();
+    let out = run_lbx(
+        &[
+            "check",
+            "--json",
+            "--cacert",
+            ca.ca_path(),
+            &format!("https://localhost:{port}"),
+        ],
+        Duration::from_secs(20),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    // The plain port goes on serving plain HTTP, and lets the file's upgrade through.
+    let ask = [("Connection", "Upgrade"), ("Upgrade", "foo/2")];
+    let r = request(lb.addr(), "GET", "/echo", &ask, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["upgrade"], "foo/2", "{v}");
 }
 
 #[test]
@@ -373,20 +406,7 @@ fn the_file_sets_traffic_policy() {
         a.addr(),
         b.addr()
     ));
-    let lb = Proc::start(
-        &[
-            "balance",
-            "--config",
-            f.path(),
-            "-p",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            "1",
-        ],
-        1,
-    );
+    let lb = balance_config(&f.0, &["--workers", "1"]);
     let mut counts = std::collections::HashMap::new();
     for _ in 0..40 {
         let r = get(lb.addr(), "/").unwrap();

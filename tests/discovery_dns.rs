@@ -214,3 +214,32 @@ fn srv_records_give_targets_ports_and_weights() {
         12
     ) == 2));
 }
+
+#[test]
+fn the_config_file_names_dns_backends_and_the_dns_server() {
+    let hosts = TempFile::new("hosts-file");
+    let a = serve(1, &["--host", "127.0.0.5"]);
+    let port = a.addr().port();
+    write_hosts(&hosts, &["127.0.0.5 file.lbx.test".into()]);
+    let Some((_dns, server)) = dnsmasq(&hosts, &[]) else {
+        return;
+    };
+    let config = TempFile::new("dns-config.toml");
+    std::fs::write(
+        &*config,
+        format!(
+            "backends = [\"dns://file.lbx.test:{port}\"]\n\
+             [discovery]\ndns_server = \"{server}\"\ndns_refresh = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let (lb, admin) = balance_args_with_admin(&["--config", config.to_str().unwrap()]);
+    let want = vec![(format!("127.0.0.5:{port}"), 1)];
+    assert!(
+        wait_until(Duration::from_secs(10), || pool_of(admin) == want),
+        "{:?}",
+        pool_of(admin)
+    );
+    assert!(wait_until(Duration::from_secs(10), || get(lb.addr(), "/")
+        .is_ok_and(|r| r.status == 200)));
+}

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::CommandFactory;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::access_log::LogFormat;
+use super::discovery::{BackendSpec, SourceSpec};
 use super::registry::{check_weight, Registry};
 use crate::cli::{BalanceArgs, Cli};
-use crate::core::addr::{parse_listen_host, Target};
+use crate::core::addr::{parse_listen_host, Target, WeightedTarget};
 use crate::core::select::hash::HashKey;
 use crate::core::select::Algorithm;
 use crate::core::units::{parse_duration, parse_positive_duration, parse_size};
@@ -87,6 +88,14 @@ parsed!(
     LogFilter, String, crate::logging::parse_filter
 );
 parsed!(
+    /// An etcd prefix to follow, as `--discover` takes it.
+    Discover, SourceSpec, crate::cli::discover
+);
+parsed!(
+    /// A DNS server, as `--dns-server` takes it.
+    DnsServer, SocketAddr, crate::cli::dns_server
+);
+parsed!(
     /// A path that starts with `/`.
     UrlPath, String, |s: &str| if s.starts_with('/') {
         Ok(s.to_string())
@@ -115,14 +124,10 @@ where
     }
 }
 
-/// A backend in the file: `":9001"` or `{ address = ":9001", weight = 2 }`.
+/// A backend in the file: `":9001"`, `{ address = ":9001", weight = 2 }`, or a DNS name to
+/// follow as `-b` takes it (`"dns://web.internal:9001"`, `"srv://_http._tcp.web.internal"`).
 #[derive(Clone, Debug)]
-pub struct BackendEntry {
-    /// Where it listens.
-    pub target: Target,
-    /// Its weight (1 when not given).
-    pub weight: u32,
-}
+pub struct BackendEntry(pub BackendSpec);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,16 +146,53 @@ impl<'de> Deserialize<'de> for BackendEntry {
                 f.write_str("an address or a table { address = \"...\", weight = N }")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<BackendEntry, E> {
-                let target = Target::parse(s).map_err(E::custom)?;
-                Ok(BackendEntry { target, weight: 1 })
+                let discovered = ["dns://", "srv://"].iter().any(|p| {
+                    s.trim()
+                        .get(..p.len())
+                        .is_some_and(|h| h.eq_ignore_ascii_case(p))
+                });
+                let spec = if discovered {
+                    crate::balance::discovery::parse_source(s).map(BackendSpec::Discovered)
+                } else {
+                    Target::parse(s)
+                        .map(|target| BackendSpec::Static(WeightedTarget { target, weight: 1 }))
+                };
+                spec.map(BackendEntry).map_err(E::custom)
             }
             fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<BackendEntry, M::Error> {
                 let t = BackendTable::deserialize(de::value::MapAccessDeserializer::new(m))?;
                 let weight = check_weight(t.weight.unwrap_or(1)).map_err(de::Error::custom)?;
-                Ok(BackendEntry {
+                Ok(BackendEntry(BackendSpec::Static(WeightedTarget {
                     target: t.address.0,
                     weight,
-                })
+                })))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A file name or a list of them: `cert = "a.pem"` or `cert = ["a.pem", "b.pem"]`.
+#[derive(Clone, Debug, Default)]
+pub struct Files(pub Vec<PathBuf>);
+
+impl<'de> Deserialize<'de> for Files {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Files;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a file name or a list of file names")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Files, E> {
+                Ok(Files(vec![PathBuf::from(s)]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Files, A::Error> {
+                let mut files = Vec::new();
+                while let Some(f) = seq.next_element::<PathBuf>()? {
+                    files.push(f);
+                }
+                Ok(Files(files))
             }
         }
         d.deserialize_any(V)
@@ -203,6 +245,58 @@ pub struct TrafficSection {
     pub trusted_proxies: Option<Vec<Block>>,
 }
 
+/// `[tls]`: TLS termination.
+#[derive(Debug, Default)]
+pub struct TlsSection {
+    /// `--tls-cert` and `--tls-key`, as many of each (paired in order).
+    pub pairs: Option<(Vec<PathBuf>, Vec<PathBuf>)>,
+    /// `--tls-port`.
+    pub port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    cert: Option<Files>,
+    key: Option<Files>,
+    port: Option<u16>,
+}
+
+impl<'de> Deserialize<'de> for TlsSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = TlsTable::deserialize(d)?;
+        let pairs = match (t.cert, t.key) {
+            (None, None) => None,
+            (Some(c), Some(k)) if c.0.len() == k.0.len() && !c.0.is_empty() => Some((c.0, k.0)),
+            (c, k) => {
+                let n = |f: Option<Files>| f.map_or(0, |f| f.0.len());
+                return Err(de::Error::custom(format!(
+                    "cert and key pair up in order: {} certificate(s) but {} key(s)",
+                    n(c),
+                    n(k)
+                )));
+            }
+        };
+        Ok(TlsSection {
+            pairs,
+            port: t.port,
+        })
+    }
+}
+
+/// `[discovery]`: backends found at run time besides the `dns://` and `srv://` ones in
+/// `backends`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// `--discover`: etcd prefixes to follow.
+    pub etcd: Option<Vec<Discover>>,
+    /// `--dns-refresh`.
+    pub dns_refresh: Option<PosDur>,
+    /// `--dns-server`.
+    pub dns_server: Option<DnsServer>,
+}
+
 /// `[backend_tls]`: how https backends are verified.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,15 +343,25 @@ pub struct FileConfig {
     pub connect_timeout: Option<PosDur>,
     /// `--grace`.
     pub grace: Option<Dur>,
+    /// `--tunnel-timeout`.
+    pub tunnel_timeout: Option<PosDur>,
+    /// `--allow-upgrade`.
+    pub allow_upgrade: Option<Vec<String>>,
     /// Health checks.
     #[serde(default)]
     pub health: HealthSection,
     /// Selection, passive health, retries, timeouts and limits.
     #[serde(default)]
     pub traffic: TrafficSection,
+    /// TLS termination.
+    #[serde(default)]
+    pub tls: TlsSection,
     /// Verifying https backends.
     #[serde(default)]
     pub backend_tls: BackendTlsSection,
+    /// Backends found in etcd, and DNS lookups.
+    #[serde(default)]
+    pub discovery: DiscoverySection,
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSection,
@@ -336,6 +440,27 @@ pub fn merge(
         f.connect_timeout.map(|d| d.0)
     );
     take!("grace", a.grace, f.grace.map(|d| d.0));
+    take!(
+        "tunnel_timeout",
+        a.tunnel_timeout,
+        f.tunnel_timeout.map(|d| d.0)
+    );
+    take!("allow_upgrade", a.allow_upgrade, f.allow_upgrade);
+    // A certificate and its key go together: either flag on the command line sets both.
+    if free("tls_cert") && free("tls_key") {
+        if let Some((certs, keys)) = f.tls.pairs {
+            (a.tls_cert, a.tls_key) = (certs, keys);
+        }
+    }
+    take!("tls_port", a.tls_port, f.tls.port.map(Some));
+    let d = f.discovery;
+    take!(
+        "discover",
+        a.discover,
+        d.etcd.map(|l| l.into_iter().map(|s| s.0).collect())
+    );
+    take!("dns_refresh", a.dns_refresh, d.dns_refresh.map(|v| v.0));
+    take!("dns_server", a.dns_server, d.dns_server.map(|v| Some(v.0)));
     let h = f.health;
     take!("health_path", a.health_path, h.path.map(|p| p.0));
     take!("interval", a.interval, h.interval.map(|d| d.0));
@@ -398,28 +523,15 @@ pub fn merge(
         a.access_log_format,
         f.access_log.format
     );
-    let backends: Vec<(Target, u32)> = match f.backends {
-        Some(list) if free("backends") => {
-            a.backends = list
-                .iter()
-                .map(|b| {
-                    crate::balance::discovery::BackendSpec::Static(
-                        crate::core::addr::WeightedTarget {
-                            target: b.target.clone(),
-                            weight: b.weight,
-                        },
-                    )
-                })
-                .collect();
-            list.into_iter().map(|b| (b.target, b.weight)).collect()
-        }
-        _ => a
-            .backends
-            .iter()
-            .filter_map(|b| b.as_static())
-            .map(|w| (w.target.clone(), w.weight))
-            .collect(),
-    };
+    if let Some(list) = f.backends.filter(|_| free("backends")) {
+        a.backends = list.into_iter().map(|b| b.0).collect();
+    }
+    let backends: Vec<(Target, u32)> = a
+        .backends
+        .iter()
+        .filter_map(|b| b.as_static())
+        .map(|w| (w.target.clone(), w.weight))
+        .collect();
     let discovers = !a.discover.is_empty() || a.backends.iter().any(|b| b.as_static().is_none());
     if backends.is_empty() && !discovers {
         return Err("no backends: give -b or list backends in the config file".into());
@@ -532,7 +644,7 @@ impl Applies {
 
 /// The settings a reload reports when they change, with when each applies and how to compare
 /// it.
-const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
+const REPORTED_SETTINGS: [(&str, Applies, Show); 32] = {
     use Applies::*;
     [
         ("host", Restart, |a| a.host.to_string()),
@@ -581,8 +693,31 @@ const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
         ("traffic.max_connections", ClientConnections, |a| {
             format!("{:?}", a.max_connections)
         }),
+        // Other certificate files are read at once; turning TLS on or off takes a restart
+        // (see `changed_settings`).
+        ("tls", ClientConnections, |a| {
+            format!("{:?} {:?}", a.tls_cert, a.tls_key)
+        }),
+        ("tls.port", Restart, |a| format!("{:?}", a.tls_port)),
+        ("tunnel_timeout", Restart, |a| {
+            format!("{:?}", a.tunnel_timeout)
+        }),
+        ("allow_upgrade", Restart, |a| {
+            format!("{:?}", a.allow_upgrade)
+        }),
         ("backend_tls", Restart, |a| {
             format!("{:?} {}", a.backend_cacert, a.backend_insecure)
+        }),
+        ("discovery", Restart, |a| {
+            let names: Vec<_> = a
+                .backends
+                .iter()
+                .filter(|b| b.as_static().is_none())
+                .collect();
+            format!(
+                "{names:?} {:?} {:?} {:?}",
+                a.discover, a.dns_refresh, a.dns_server
+            )
         }),
         ("admin.listen", Restart, |a| format!("{:?}", a.admin)),
         ("admin.token", Restart, |a| format!("{:?}", a.admin_token)),
@@ -595,10 +730,14 @@ const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
 
 /// The settings (other than backends) that differ, with when each applies.
 fn changed_settings(old: &BalanceArgs, new: &BalanceArgs) -> Vec<(&'static str, Applies)> {
+    let tls_switched = old.tls_cert.is_empty() != new.tls_cert.is_empty();
     REPORTED_SETTINGS
         .iter()
         .filter(|(_, _, show)| show(old) != show(new))
-        .map(|(name, when, _)| (*name, *when))
+        .map(|(name, when, _)| match *name {
+            "tls" if tls_switched => (*name, Applies::Restart),
+            _ => (*name, *when),
+        })
         .collect()
 }
 
@@ -621,6 +760,16 @@ mod tests {
         let text = include_str!("../../examples/lbx.toml");
         let f = parse("examples/lbx.toml", text).unwrap();
         assert_eq!(f.backends.unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("### Config file and reload").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let text = &section[start..start + section[start..].find("```").unwrap()];
+        let f = parse("README.md", text).unwrap();
+        assert_eq!(f.tls.pairs.unwrap().0.len(), 2);
     }
 
     #[test]
@@ -716,6 +865,90 @@ mod tests {
         assert_eq!(
             changed_settings(&old, &new),
             [("backend_tls", Applies::Restart)]
+        );
+    }
+
+    #[test]
+    fn tls_upgrades_and_discovery_from_the_file() {
+        let text = "backends = [\":1\", \"dns://web.test:80\"]\n\
+                    tunnel_timeout = \"5m\"\nallow_upgrade = [\"foo\"]\n\
+                    [tls]\ncert = [\"a.pem\", \"b.pem\"]\nkey = [\"a.key\", \"b.key\"]\nport = 8443\n\
+                    [discovery]\netcd = [\"etcd://127.0.0.1:2379/lbx/\"]\n\
+                    dns_refresh = \"5s\"\ndns_server = \"10.0.0.2\"\n";
+        let m = merge(
+            flags(&["--config", "x.toml"]),
+            parse("x.toml", text).unwrap(),
+            &HashSet::new(),
+        )
+        .unwrap();
+        let a = &m.args;
+        assert_eq!(a.tunnel_timeout, Duration::from_secs(300));
+        assert_eq!(a.allow_upgrade, ["foo"]);
+        assert_eq!(a.tls_cert, [PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
+        assert_eq!(a.tls_key, [PathBuf::from("a.key"), PathBuf::from("b.key")]);
+        assert_eq!(a.tls_port, Some(8443));
+        assert_eq!(a.discover.len(), 1);
+        assert_eq!(a.dns_refresh, Duration::from_secs(5));
+        assert_eq!(a.dns_server, Some("10.0.0.2:53".parse().unwrap()));
+        assert_eq!(a.backends.len(), 2, "the DNS name is a backend entry");
+        assert_eq!(m.backends.len(), 1, "only the fixed one is applied as such");
+        // One path is a list of one; a certificate flag takes the pair from the file.
+        let one = "backends = [\":1\"]\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+        let a = flags(&[
+            "--config",
+            "x.toml",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "c.key",
+        ]);
+        let explicit: HashSet<String> = ["tls_cert".to_string(), "tls_key".to_string()].into();
+        let m = merge(a, parse("x.toml", one).unwrap(), &explicit).unwrap();
+        assert_eq!(m.args.tls_cert, [PathBuf::from("c.pem")]);
+        assert_eq!(m.args.tls_key, [PathBuf::from("c.key")]);
+        // Bad values name the line (and column).
+        for (text, want) in [
+            ("tunnel_timeout = \"0s\"\n", "line 1, column 18"),
+            ("allow_upgrade = \"foo\"\n", "line 1"),
+            ("[tls]\ncert = \"a.pem\"\n", "line 1"),
+            ("[tls]\nport = -1\n", "line 2, column 8"),
+            ("[tls]\ncertificate = \"a.pem\"\n", "line 2"),
+            ("[discovery]\netcd = [\"http://x:1\"]\n", "line 2"),
+            (
+                "[discovery]\ndns_server = \"dns.example\"\n",
+                "line 2, column 14",
+            ),
+            ("[discovery]\ndns_refresh = \"0s\"\n", "line 2, column 15"),
+            ("backends = [\"dns://web\"]\n", "line 1, column 13"),
+        ] {
+            let e = parse("x.toml", text).unwrap_err();
+            assert!(e.contains(want), "{text:?} should name {want}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_reload_reports_certificates_for_new_connections_and_tls_itself_at_restart() {
+        let plain = flags(&["-b", ":1"]);
+        let tls = flags(&["-b", ":1", "--tls-cert", "a.pem", "--tls-key", "a.key"]);
+        let other = flags(&["-b", ":1", "--tls-cert", "b.pem", "--tls-key", "b.key"]);
+        assert_eq!(
+            changed_settings(&tls, &other),
+            [("tls", Applies::ClientConnections)]
+        );
+        assert_eq!(changed_settings(&plain, &tls), [("tls", Applies::Restart)]);
+        assert_eq!(changed_settings(&tls, &plain), [("tls", Applies::Restart)]);
+        let upgrades = flags(&["-b", ":1", "--tunnel-timeout", "1m", "--allow-upgrade", "x"]);
+        assert_eq!(
+            changed_settings(&plain, &upgrades),
+            [
+                ("tunnel_timeout", Applies::Restart),
+                ("allow_upgrade", Applies::Restart)
+            ]
+        );
+        let dns = flags(&["-b", ":1,dns://web.test:80"]);
+        assert_eq!(
+            changed_settings(&plain, &dns),
+            [("discovery", Applies::Restart)]
         );
     }
 

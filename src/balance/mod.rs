@@ -149,13 +149,16 @@ impl ProtocolConfig {
     pub fn from_args(a: &BalanceArgs) -> anyhow::Result<ProtocolConfig> {
         if a.tls_cert.len() != a.tls_key.len() {
             return Err(crate::usage(format!(
-                "--tls-cert and --tls-key pair up in order: {} certificate(s) but {} key(s)",
+                "--tls-cert and --tls-key (tls.cert and tls.key) pair up in order: {} \
+                 certificate(s) but {} key(s)",
                 a.tls_cert.len(),
                 a.tls_key.len()
             )));
         }
         if a.tls_port.is_some() && a.tls_cert.is_empty() {
-            return Err(crate::usage("--tls-port needs --tls-cert and --tls-key"));
+            return Err(crate::usage(
+                "--tls-port (tls.port) needs --tls-cert and --tls-key (tls.cert and tls.key)",
+            ));
         }
         Ok(ProtocolConfig {
             tls: a
