@@ -240,7 +240,8 @@ pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
     /// weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior
     /// knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and
-    /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh.
+    /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh; dns://h2c://NAME:PORT
+    /// finds h2c backends.
     #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present_any = ["config", "discover"], value_parser = backend)]
     pub backends: Vec<BackendSpec>,
     /// Port to listen on; 0 picks a free port.
