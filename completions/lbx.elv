@@ -47,8 +47,8 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --version 'Print version'
         }
         &'lbx;balance'= {
-            cand -b 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh'
-            cand --backend 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh'
+            cand -b 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh; dns://h2c://NAME:PORT finds h2c backends'
+            cand --backend 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh; dns://h2c://NAME:PORT finds h2c backends'
             cand -p 'Port to listen on; 0 picks a free port'
             cand --port 'Port to listen on; 0 picks a free port'
             cand --host 'Address to listen on'

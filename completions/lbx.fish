@@ -44,7 +44,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand serve" -l register -d 'Register 
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l register-ttl -d 'Lease time-to-live for --register: how long a dead server stays registered' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh' -r
+complete -c lbx -n "__fish_lbx_using_subcommand balance" -s b -l backend -d 'Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh; dns://h2c://NAME:PORT finds h2c backends' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -s p -l port -d 'Port to listen on; 0 picks a free port' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l host -d 'Address to listen on' -r
 complete -c lbx -n "__fish_lbx_using_subcommand balance" -l interval -d 'Time between health checks' -r

@@ -11,7 +11,7 @@ use crate::balance::discovery::{BackendSpec, SourceSpec};
 use crate::core::addr::{parse_listen_host, parse_port_range, Target};
 use crate::core::select::hash::HashKey;
 use crate::core::select::Algorithm;
-use crate::core::units::{parse_count, parse_duration, parse_size};
+use crate::core::units::{parse_count, parse_duration, parse_positive_duration, parse_size};
 
 /// lbx: an HTTP load balancer, demo backend, health probe and load generator in one binary.
 #[derive(Parser, Debug)]
@@ -67,11 +67,11 @@ fn backend(s: &str) -> Result<BackendSpec, String> {
     crate::balance::discovery::parse_backend(s)
 }
 
-fn discover(s: &str) -> Result<SourceSpec, String> {
+pub(crate) fn discover(s: &str) -> Result<SourceSpec, String> {
     match crate::balance::discovery::parse_source(s)? {
         e @ SourceSpec::Etcd(_) => Ok(e),
         _ => Err(format!(
-            "'{s}': give DNS names with -b (dns://NAME:PORT, srv://NAME)"
+            "'{s}': give DNS names as backends (-b or backends in the config file: dns://NAME:PORT, srv://NAME)"
         )),
     }
 }
@@ -81,7 +81,7 @@ fn etcd_url(s: &str) -> Result<crate::core::etcd::EtcdUrl, String> {
 }
 
 /// A DNS server: an IP, with `:PORT` when not 53.
-fn dns_server(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn dns_server(s: &str) -> Result<SocketAddr, String> {
     let t = s.trim();
     if let Ok(ip) = t
         .trim_start_matches('[')
@@ -114,14 +114,30 @@ pub(crate) fn per_second(s: &str) -> Result<f64, String> {
         Some(_) => return Err(format!("'{s}' is not a rate (try 100/s or 6000/m)")),
         None => (s.trim(), 1.0),
     };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v / per),
-        _ => Err(format!("'{s}' is not a rate above 0 (try 100/s or 6000/m)")),
+    // Below one request in 1000 s the wait a client is told (Retry-After) stops making sense.
+    match num.trim().parse::<f64>().map(|v| v / per) {
+        Ok(v) if v.is_finite() && (1e-3..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a rate from 0.001/s to 1000000000/s (try 100/s or 6000/m)"
+        )),
     }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
+}
+
+/// A duration above 0: timeouts and intervals, where 0 means nothing.
+pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
+    parse_positive_duration(s)
+}
+
+/// `--register-ttl`: etcd leases count whole seconds.
+fn lease_ttl(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_secs(1) => Err(format!("'{s}': a lease lasts at least 1s")),
+        d => Ok(d),
+    }
 }
 
 fn count(s: &str) -> Result<u64, String> {
@@ -164,10 +180,19 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
+/// A whole number above 0 (counts and thresholds where 0 means nothing).
+pub(crate) fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(v) if v > T::default() => Ok(v),
         _ => Err(format!("'{s}' is not a whole number above 0")),
+    }
+}
+
+/// A whole number from 1 to `MAX` (bench sizes, each a task or a thread of its own).
+fn up_to<const MAX: usize>(s: &str) -> Result<usize, String> {
+    match positive::<usize>(s)? {
+        v if v > MAX => Err(format!("'{s}' is more than {MAX}")),
+        v => Ok(v),
     }
 }
 
@@ -190,7 +215,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SHARE", default_value_t = 0.0, value_parser = rate)]
     pub fail_rate: f64,
     /// Worker threads (default: available cores).
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = positive::<usize>)]
     pub workers: Option<usize>,
     /// Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -205,7 +230,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", value_parser = etcd_url)]
     pub register: Option<crate::core::etcd::EtcdUrl>,
     /// Lease time-to-live for --register: how long a dead server stays registered.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, requires = "register")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = lease_ttl, requires = "register")]
     pub register_ttl: Duration,
 }
 
@@ -215,7 +240,8 @@ pub struct BalanceArgs {
     /// Backends, comma-separated or repeated: -b :9001,:9002 -b host:9003; `:9001=3` gives a
     /// weight (weighted and least-conn use it). h2c://HOST:PORT speaks HTTP/2 with prior
     /// knowledge, https:// HTTP/2 or HTTP/1.1 by ALPN. dns://NAME:PORT (A/AAAA) and
-    /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh.
+    /// srv://_http._tcp.NAME (SRV) are re-resolved every --dns-refresh; dns://h2c://NAME:PORT
+    /// finds h2c backends.
     #[arg(short, long = "backend", value_name = "ADDR", value_delimiter = ',', required_unless_present_any = ["config", "discover"], value_parser = backend)]
     pub backends: Vec<BackendSpec>,
     /// Port to listen on; 0 picks a free port.
@@ -225,28 +251,28 @@ pub struct BalanceArgs {
     #[arg(long, value_name = "IP", default_value = "0.0.0.0", value_parser = host)]
     pub host: IpAddr,
     /// Time between health checks.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = positive_duration)]
     pub interval: Duration,
     /// Health check timeout.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
     pub timeout: Duration,
     /// Health check path.
     #[arg(long, value_name = "PATH", default_value = "/healthcheck")]
     pub health_path: String,
     /// Successful checks in a row before a down backend takes traffic again.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = positive::<u32>)]
     pub rise: u32,
     /// Failed checks in a row before a backend is taken out.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive::<u32>)]
     pub fall: u32,
     /// Time to connect to a backend.
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = positive_duration)]
     pub connect_timeout: Duration,
     /// At shutdown, how long in-flight requests may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     pub grace: Duration,
     /// Worker threads, each with its own listener and backend connections (default: cores).
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = positive::<usize>)]
     pub workers: Option<usize>,
     /// How requests are spread over backends.
     #[arg(long, value_name = "NAME", value_enum, default_value_t = Algorithm::RoundRobin)]
@@ -267,16 +293,16 @@ pub struct BalanceArgs {
     pub retries: u32,
     /// Time a backend has to send its response head (beyond it the client gets 504), and the
     /// longest pause within its response body (beyond it the response is cut short).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     pub response_timeout: Duration,
     /// Time a client has to send its first request head on a new connection (slowloris).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
     /// Time a client keep-alive connection may sit idle before the next request head.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     pub idle_timeout: Duration,
     /// Client connections open at once; beyond it new ones wait in the accept queue.
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = positive::<usize>)]
     pub max_connections: Option<usize>,
     /// Largest request body, e.g. 64k or 10m; beyond it the client gets 413.
     #[arg(long, value_name = "SIZE", value_parser = size)]
@@ -330,7 +356,7 @@ pub struct BalanceArgs {
     pub tls_port: Option<u16>,
     /// Time a WebSocket (or other upgraded) tunnel may pass no bytes either way before it is
     /// closed.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = positive_duration)]
     pub tunnel_timeout: Duration,
     /// Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests
     /// are refused.
@@ -350,7 +376,7 @@ pub struct BalanceArgs {
     pub discover: Vec<SourceSpec>,
     /// Longest time between two lookups of a dns:// or srv:// backend (sooner when the record's
     /// TTL is shorter, at least 1s).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
     pub dns_refresh: Duration,
     /// DNS server for dns:// and srv:// backends, IP or IP:PORT [default: the system's resolver].
     #[arg(long, value_name = "ADDR", value_parser = dns_server)]
@@ -393,10 +419,10 @@ pub struct CheckArgs {
     pub expect_body_regex: Option<regex::Regex>,
     /// Time allowed for each probe, connect included [default: 2s]. With --wait-healthy: the
     /// whole wait [default: 30s], each probe then getting at most 2s.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     pub timeout: Option<Duration>,
     /// Time allowed to connect: DNS, TCP and TLS [default: the probe timeout].
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     pub connect_timeout: Option<Duration>,
     /// Do not verify TLS certificates.
     #[arg(short = 'k', long, conflicts_with = "cacert")]
@@ -417,10 +443,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub wait_healthy: bool,
     /// Successful probes in a row before a down target counts as up (--watch, --wait-healthy).
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = positive::<u32>)]
     pub rise: u32,
     /// Failed probes in a row before an up target counts as down (--watch, --wait-healthy).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive::<u32>)]
     pub fall: u32,
     /// Print JSON: an array of objects, one per target (NDJSON events with --watch).
     #[arg(long)]
@@ -449,10 +475,10 @@ pub struct BenchArgs {
     #[arg(short = 'n', long = "requests", value_name = "N", value_parser = count)]
     pub requests: Option<u64>,
     /// Connections (concurrent requests).
-    #[arg(short = 'c', long = "connections", value_name = "N", default_value_t = 50, value_parser = positive)]
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value_t = 50, value_parser = up_to::<100_000>)]
     pub connections: usize,
     /// Run for this long (with -n too, whichever ends first).
-    #[arg(short = 'z', long, value_name = "DURATION", value_parser = crate::bench::args::run_duration)]
+    #[arg(short = 'z', long, value_name = "DURATION", value_parser = positive_duration)]
     pub duration: Option<Duration>,
     /// Open model: send this many requests per second in total on a fixed schedule, and report
     /// latency from the scheduled send time (coordinated-omission correction).
@@ -476,10 +502,10 @@ pub struct BenchArgs {
     #[arg(short = 'D', long = "body-file", value_name = "FILE")]
     pub body_file: Option<PathBuf>,
     /// Per-request timeout.
-    #[arg(short = 't', long, value_name = "DURATION", default_value = "20s", value_parser = crate::bench::args::run_duration)]
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "20s", value_parser = positive_duration)]
     pub timeout: Duration,
     /// Time to connect.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::bench::args::run_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     pub connect_timeout: Duration,
     /// A new connection for every request (sends Connection: close).
     #[arg(long)]
@@ -488,7 +514,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub http2: bool,
     /// With HTTP/2 (--http2 or an h2c:// URL), concurrent streams per connection.
-    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = positive)]
+    #[arg(short = 'p', long = "streams", value_name = "N", default_value_t = 1, value_parser = up_to::<1000>)]
     pub streams: usize,
     /// Accept any TLS certificate.
     #[arg(long)]
@@ -497,7 +523,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// Worker threads (default: available cores, at most one per connection).
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = up_to::<1024>)]
     pub threads: Option<usize>,
     /// Send load for this long first without counting it.
     #[arg(long, value_name = "DURATION", value_parser = duration)]

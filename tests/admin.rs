@@ -126,6 +126,69 @@ fn registry_round_trip() {
     );
 }
 
+#[test]
+fn addresses_in_paths_may_carry_their_scheme_or_leave_it_out() {
+    let a = serve(1, &[]);
+    let h2c = format!("h2c://{}", a.addr());
+    let (lb, admin) = balance_args_with_admin(&["-b", &h2c, "--interval", "100ms"]);
+    let state = |path: &str| {
+        let r = admin_call(admin, "GET", path, None, "");
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        json(&r)["state"].as_str().unwrap().to_string()
+    };
+    let post = |path: &str| {
+        let r = admin_call(admin, "POST", path, None, "");
+        assert_eq!(r.status, 200, "POST {path}: {}", r.text());
+        json(&r)
+    };
+    let plain = format!("/backends/{h2c}");
+    let bare = format!("/backends/{}", a.addr());
+    let escaped = format!("/backends/h2c%3A%2F%2F{}", a.addr());
+    assert!(wait_until(Duration::from_secs(10), || state(&plain) == "healthy"));
+
+    // With the scheme, as written on the command line.
+    assert_eq!(post(&format!("{plain}/drain"))["state"], "draining");
+    assert_eq!(post(&format!("{plain}/enable"))["state"], "healthy");
+    // Without it: host and port name one backend only.
+    assert_eq!(post(&format!("{bare}/drain"))["address"], h2c);
+    assert_eq!(state(&bare), "draining");
+    assert_eq!(post(&format!("{bare}/enable"))["state"], "healthy");
+    // Escaped, as before.
+    assert_eq!(post(&format!("{escaped}/drain"))["state"], "draining");
+    assert_eq!(post(&format!("{escaped}/enable"))["state"], "healthy");
+    assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
+
+    // Another protocol on the same host and port: the bare form is ambiguous, and says so.
+    let https = format!("https://{}", a.addr());
+    let body = format!(r#"{{"address": "{https}"}}"#);
+    assert_eq!(
+        admin_call(admin, "POST", "/backends", None, &body).status,
+        201
+    );
+    let r = admin_call(admin, "POST", &format!("{bare}/drain"), None, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains(&https) && r.text().contains(&h2c),
+        "{}",
+        r.text()
+    );
+    let r = admin_call(admin, "DELETE", &format!("/backends/{https}"), None, "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(wait_until(Duration::from_secs(10), || addresses(
+        admin, None
+    ) == [h2c.clone()]));
+
+    // Delete with the bare form, now unambiguous again.
+    let r = admin_call(admin, "DELETE", &bare, None, "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(json(&r)["address"], h2c);
+    assert!(wait_until(Duration::from_secs(10), || addresses(
+        admin, None
+    )
+    .is_empty()));
+    assert_eq!(admin_call(admin, "GET", &plain, None, "").status, 404);
+}
+
 /// Runs a sequential client loop through the balancer, waits until a slow request is in flight
 /// at the backend at `b_path` (server 2), then runs `action` (which must stop new requests from
 /// going there). Checks that the request in flight still finished at server 2, that every

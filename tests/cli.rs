@@ -72,6 +72,77 @@ fn balance_rejects_bad_values() {
 }
 
 #[test]
+fn zero_where_zero_means_nothing_is_a_usage_error() {
+    for flag in [
+        "--interval",
+        "--timeout",
+        "--connect-timeout",
+        "--response-timeout",
+        "--header-timeout",
+        "--idle-timeout",
+        "--tunnel-timeout",
+        "--dns-refresh",
+    ] {
+        assert_usage_error(&["balance", "-b", ":1", flag, "0s"], &["'0s'", flag]);
+    }
+    for flag in ["--rise", "--fall", "--max-connections"] {
+        assert_usage_error(&["balance", "-b", ":1", flag, "0"], &["'0'", flag]);
+    }
+    for flag in ["--timeout", "--connect-timeout"] {
+        assert_usage_error(&["check", flag, "0ms", ":1"], &["'0ms'", flag]);
+    }
+    for flag in ["--rise", "--fall"] {
+        assert_usage_error(&["check", flag, "0", ":1"], &["'0'", flag]);
+    }
+    assert_usage_error(
+        &[
+            "serve",
+            "--register",
+            "etcd://127.0.0.1:1/x/",
+            "--register-ttl",
+            "0s",
+        ],
+        &["'0s'", "--register-ttl"],
+    );
+}
+
+#[test]
+fn absurd_values_are_usage_errors_not_crashes() {
+    let cases: [(&[&str], &[&str]); 6] = [
+        // Too long to add to a clock reading.
+        (
+            &["balance", "-b", ":1", "--header-timeout", "1000000h"],
+            &["'1000000h'", "--header-timeout"],
+        ),
+        (
+            &["check", "--timeout", "99999999999s", ":1"],
+            &["'99999999999s'", "--timeout"],
+        ),
+        // A rate so low that the wait it implies overflows.
+        (
+            &["balance", "-b", ":1", "--rate-limit", "1e-300/s"],
+            &["'1e-300/s'", "--rate-limit"],
+        ),
+        // Sizes that would exhaust memory before the first request.
+        (
+            &["bench", "-c", "1000000000", ":1"],
+            &["'1000000000'", "--connections"],
+        ),
+        (
+            &["bench", "--http2", "-p", "100000", ":1"],
+            &["'100000'", "--streams"],
+        ),
+        (
+            &["bench", "--threads", "100000", ":1"],
+            &["'100000'", "--threads"],
+        ),
+    ];
+    for (args, needles) in cases {
+        assert_usage_error(args, needles);
+    }
+}
+
+#[test]
 fn balance_requires_a_backend() {
     assert_usage_error(&["balance"], &["--backend"]);
 }

@@ -57,20 +57,30 @@ fn balance_from(file: &Path) -> (Proc, SocketAddr) {
 
 /// [`balance_from`] with `workers` worker threads.
 fn balance_from_workers(file: &Path, workers: usize) -> (Proc, SocketAddr) {
-    let lb = Proc::start(
-        &[
-            "balance",
-            "--config",
-            file.to_str().unwrap(),
-            "-p",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            &workers.to_string(),
-        ],
-        1,
-    );
+    balance_from_with(file, workers, &[])
+}
+
+/// `lbx balance --config FILE -p 0 --host 127.0.0.1 EXTRA...`.
+fn balance_config(file: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "balance",
+        "--config",
+        file.to_str().unwrap(),
+        "-p",
+        "0",
+        "--host",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args, 1)
+}
+
+/// [`balance_from_workers`] with further flags.
+fn balance_from_with(file: &Path, workers: usize, extra: &[&str]) -> (Proc, SocketAddr) {
+    let workers = workers.to_string();
+    let mut args = vec!["--workers", &workers];
+    args.extend_from_slice(extra);
+    let lb = balance_config(file, &args);
     let admin = lb
         .wait_line("admin listening on ", Duration::from_secs(10))
         .expect("admin line (the file sets [admin])")
@@ -93,6 +103,22 @@ fn pool(admin: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// The file is now invalid: `POST /reload` answers 400 naming `why`, SIGHUP is refused too, and
+/// both refusals are logged with `why`.
+fn reload_refused(lb: &Proc, admin: SocketAddr, why: &str) {
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains(why), "{}", r.text());
+    lb.signal("HUP");
+    let mut errs = Vec::new();
+    let logged = wait_until(Duration::from_secs(10), || {
+        errs.extend(lb.stderr_so_far());
+        let failed = |l: &&String| l.contains("reload failed") && l.contains(why);
+        errs.iter().filter(failed).count() >= 2
+    });
+    assert!(logged, "two 'reload failed' lines naming {why:?}: {errs:?}");
+}
+
 #[test]
 fn errors_name_the_line_and_exit_2() {
     for (text, want) in [
@@ -107,6 +133,22 @@ fn errors_name_the_line_and_exit_2() {
             "line 3",
         ),
         ("[traffic]\nmax_body = \"huge\"\n", "line 2"),
+        ("tunnel_timeout = \"soon\"\n", "line 1, column 18"),
+        (
+            "[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nport = \"https\"\n",
+            "line 4",
+        ),
+        ("[discovery]\netcd = [\"dns://x:1\"]\n", "line 2"),
+        // Zero where zero means nothing, as the flags refuse it.
+        ("[health]\ninterval = \"0s\"\n", "line 2, column 12"),
+        ("[health]\nrise = 1\nfall = 0\n", "line 3, column 8"),
+        ("[health]\ntimeout = \"0ms\"\n", "line 2"),
+        ("connect_timeout = \"0s\"\n", "line 1"),
+        ("[traffic]\nidle_timeout = \"0s\"\n", "line 2"),
+        ("[traffic]\nresponse_timeout = \"0s\"\n", "line 2"),
+        ("workers = 0\n", "line 1, column 11"),
+        ("[traffic]\nmax_connections = 0\n", "line 2"),
+        ("[traffic]\nrate_limit = \"1e-300/s\"\n", "line 2"),
     ] {
         let f = File::new(text);
         let out = run_lbx(&["balance", "--config", f.path()], Duration::from_secs(20));
@@ -134,21 +176,7 @@ fn the_file_configures_and_flags_override() {
         "port = 1\nbackends = [\"{}\"]\n[access_log]\nformat = \"json\"\n",
         a.addr()
     ));
-    let lb = Proc::start(
-        &[
-            "balance",
-            "--config",
-            f.path(),
-            "-p",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "-b",
-            &b.addr().to_string(),
-            "--access-log",
-        ],
-        1,
-    );
+    let lb = balance_config(&f.0, &["-b", &b.addr().to_string(), "--access-log"]);
     let r = get(lb.addr(), "/").unwrap();
     assert_eq!(server_id(&r), "2");
     // The access log format came from the file.
@@ -156,6 +184,42 @@ fn the_file_configures_and_flags_override() {
         .wait_line("{", Duration::from_secs(10))
         .expect("a JSON access log line");
     assert!(line.contains("\"request_id\""), "{line}");
+}
+
+#[test]
+fn the_file_sets_tls_and_upgrades() {
+    let ca = TestCa::new("config-tls");
+    let a = serve(1, &[]);
+    let f = File::new(&format!(
+        "backends = [\"{}\"]\nallow_upgrade = [\"foo\"]\ntunnel_timeout = \"5m\"\n\
+         [tls]\ncert = \"{}\"\nkey = \"{}\"\nport = 0\n",
+        a.addr(),
+        ca.cert.display(),
+        ca.key.display()
+    ));
+    let lb = balance_config(&f.0, &[]);
+    let tls = lb
+        .wait_line("tls listening on ", Duration::from_secs(10))
+        .expect("a TLS listener from the file");
+    let port = tls.rsplit(':').next().unwrap();
+    let out = run_lbx(
+        &[
+            "check",
+            "--json",
+            "--cacert",
+            ca.ca_path(),
+            &format!("https://localhost:{port}"),
+        ],
+        Duration::from_secs(20),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    // The plain port goes on serving plain HTTP, and lets the file's upgrade through.
+    let ask = [("Connection", "Upgrade"), ("Upgrade", "foo/2")];
+    let r = request(lb.addr(), "GET", "/echo", &ask, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["upgrade"], "foo/2", "{v}");
 }
 
 #[test]
@@ -219,15 +283,7 @@ fn an_invalid_reload_keeps_serving() {
     let f = File::new(&backends_toml(&[a.addr()]));
     let (lb, admin) = balance_from(&f.0);
     f.write("backends = [\n  \"nope:\"\n]\n");
-    let r = admin_call(admin, "POST", "/reload", None, "");
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("line 2"), "{}", r.text());
-    lb.signal("HUP");
-    let mut errs = Vec::new();
-    assert!(wait_until(Duration::from_secs(10), || {
-        errs.extend(lb.stderr_so_far());
-        errs.iter().filter(|l| l.contains("reload failed")).count() >= 2
-    }));
+    reload_refused(&lb, admin, "line 2");
     assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
     assert_eq!(pool(admin), [a.addr().to_string()]);
 
@@ -249,6 +305,68 @@ fn an_invalid_reload_keeps_serving() {
     assert_eq!(admin_call(admin, "POST", "/reload", None, "").status, 200);
     let want = [b.addr().to_string(), c.addr().to_string()];
     assert!(wait_until(Duration::from_secs(10), || pool(admin) == want));
+}
+
+#[test]
+fn a_reload_to_a_zero_interval_is_refused_and_probing_goes_on() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let f = File::new(&backends_toml(&[a.addr(), b.addr()]));
+    let (lb, admin) = balance_from(&f.0);
+    f.write(&backends_toml(&[a.addr()]).replace("interval = \"100ms\"", "interval = \"0s\""));
+    reload_refused(&lb, admin, "line 3");
+    let want = [a.addr().to_string(), b.addr().to_string()];
+    assert_eq!(pool(admin), want, "the running backends stay");
+    // The prober lives on: a backend that goes away is still taken out.
+    drop(b);
+    let down = lb.wait_stderr(&["DOWN"], Duration::from_secs(10));
+    assert!(down.is_some_and(|l| l.contains(&want[1])));
+}
+
+#[test]
+fn a_reload_whose_certificate_fails_changes_nothing_and_says_why() {
+    let ca = TestCa::new("reload-tls");
+    let (a, b) = (serve(1, &[]), serve(2, &[]));
+    let file = |backends: &[SocketAddr], retries: u32| {
+        format!(
+            "{}[traffic]\nretries = {retries}\n",
+            backends_toml(backends)
+        )
+    };
+    let f = File::new(&file(&[a.addr()], 2));
+    let key = ca.tls_flags()[3];
+    let mut tls_flags = ca.tls_flags().to_vec();
+    tls_flags.extend(["--tls-port", "0"]);
+    let (lb, admin) = balance_from_with(&f.0, 1, &tls_flags);
+    let tls = lb
+        .wait_line("tls listening on ", Duration::from_secs(10))
+        .expect("tls listening line");
+    let tls_port = tls.rsplit(':').next().unwrap().to_string();
+    let served_over_tls = || {
+        let url = format!("https://localhost:{tls_port}");
+        let out = run_lbx(
+            &["check", "--cacert", ca.ca_path(), &url],
+            Duration::from_secs(20),
+        );
+        out.status.success()
+    };
+    assert!(served_over_tls());
+
+    // A new backend and a new retry count, but the key file is now unusable.
+    f.write(&file(&[a.addr(), b.addr()], 5));
+    let good_key = std::fs::read(&ca.key).unwrap();
+    std::fs::write(&ca.key, "not a key\n").unwrap();
+    reload_refused(&lb, admin, key);
+    assert_eq!(pool(admin), [a.addr().to_string()], "the pool is unchanged");
+    assert!(served_over_tls(), "the running certificate still serves");
+
+    // With the key back, the same file applies, the retry count among its changes: the failed
+    // reload had not recorded it as running.
+    std::fs::write(&ca.key, good_key).unwrap();
+    let r = admin_call(admin, "POST", "/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("traffic.retries"), "{}", r.text());
+    assert_eq!(pool(admin), [a.addr().to_string(), b.addr().to_string()]);
 }
 
 #[test]
@@ -288,20 +406,7 @@ fn the_file_sets_traffic_policy() {
         a.addr(),
         b.addr()
     ));
-    let lb = Proc::start(
-        &[
-            "balance",
-            "--config",
-            f.path(),
-            "-p",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            "1",
-        ],
-        1,
-    );
+    let lb = balance_config(&f.0, &["--workers", "1"]);
     let mut counts = std::collections::HashMap::new();
     for _ in 0..40 {
         let r = get(lb.addr(), "/").unwrap();

@@ -137,10 +137,79 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn parse_address(raw: &str) -> Result<Target, RegistryError> {
+/// An address from a path, plain (`h2c://127.0.0.1:9001`) or escaped; with whether it named its
+/// scheme.
+fn parse_address(raw: &str) -> Result<(Target, bool), RegistryError> {
     let s = percent_decode(raw)
         .ok_or_else(|| RegistryError::BadRequest(format!("bad escape in '{raw}'")))?;
-    Target::parse(&s).map_err(RegistryError::BadRequest)
+    let t = Target::parse(&s).map_err(RegistryError::BadRequest)?;
+    Ok((t, s.contains("://")))
+}
+
+/// The backend an address in a path means. Without a scheme it may be any protocol's, as long
+/// as only one backend has that host and port (`127.0.0.1:9001` finds `h2c://127.0.0.1:9001`).
+/// A backend it does not name is left to the registry to report (404).
+fn resolve(registry: &Registry, raw: &str) -> Result<Target, RegistryError> {
+    let (t, with_scheme) = parse_address(raw)?;
+    if with_scheme || registry.find(&t).is_some() {
+        return Ok(t);
+    }
+    let same: Vec<Target> = registry
+        .pool()
+        .snapshot()
+        .iter()
+        .filter(|b| !b.ops.removing.load(Relaxed))
+        .map(|b| &b.target)
+        .filter(|b| b.port == t.port && b.host.eq_ignore_ascii_case(&t.host))
+        .cloned()
+        .collect();
+    match same.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Ok(t),
+        many => {
+            let names: Vec<String> = many.iter().map(Target::to_string).collect();
+            Err(RegistryError::BadRequest(format!(
+                "'{raw}' could be any of {}: give the scheme",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Where an admin request goes, by its path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    /// `/backends`.
+    Backends,
+    /// `/backends/{address}`.
+    Backend(&'a str),
+    /// `/backends/{address}/drain` (true) or `/enable` (false).
+    Drain(&'a str, bool),
+    Healthz,
+    Metrics,
+    Reload,
+    Unknown,
+}
+
+/// Routes a path. The address is all that follows `/backends/`, up to a trailing `/drain` or
+/// `/enable`, so it may be written with its scheme (`/backends/h2c://127.0.0.1:9001/drain`).
+fn route(path: &str) -> Route<'_> {
+    let p = path.trim_matches('/');
+    if let Some(rest) = p.strip_prefix("backends/").filter(|r| !r.is_empty()) {
+        for (action, on) in [("/drain", true), ("/enable", false)] {
+            if let Some(addr) = rest.strip_suffix(action).filter(|a| !a.is_empty()) {
+                return Route::Drain(addr, on);
+            }
+        }
+        return Route::Backend(rest);
+    }
+    match p {
+        "backends" => Route::Backends,
+        "healthz" => Route::Healthz,
+        "metrics" => Route::Metrics,
+        "reload" => Route::Reload,
+        _ => Route::Unknown,
+    }
 }
 
 /// Body of `POST /backends`.
@@ -199,24 +268,24 @@ pub async fn handle(
     }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let segs: Vec<&str> = path.trim_matches('/').splitn(3, '/').collect();
     let m = &parts.method;
-    let pool = ctx.registry.pool();
-    let resp = match (m, segs.as_slice()) {
-        (&Method::GET, ["backends"]) => {
+    let registry = &ctx.registry;
+    let pool = registry.pool();
+    let resp = match (m, route(&path)) {
+        (&Method::GET, Route::Backends) => {
             let list: Vec<Value> = pool.snapshot().iter().map(|b| backend_json(b)).collect();
             json_reply(StatusCode::OK, &Value::Array(list))
         }
-        (&Method::POST, ["backends"]) => register(&ctx, body).await,
-        (&Method::GET, ["backends", addr]) => match parse_address(addr) {
-            Ok(t) => match ctx.registry.find(&t) {
+        (&Method::POST, Route::Backends) => register(&ctx, body).await,
+        (&Method::GET, Route::Backend(addr)) => match resolve(registry, addr) {
+            Ok(t) => match registry.find(&t) {
                 Some(b) => json_reply(StatusCode::OK, &backend_json(&b)),
                 None => error(StatusCode::NOT_FOUND, &format!("no backend {t}")),
             },
             Err(e) => registry_error(&e),
         },
-        (&Method::DELETE, ["backends", addr]) => {
-            match parse_address(addr).and_then(|t| ctx.registry.remove(&t)) {
+        (&Method::DELETE, Route::Backend(addr)) => {
+            match resolve(registry, addr).and_then(|t| registry.remove(&t)) {
                 Ok(b) => {
                     crate::term::info(&format!(
                         "backend {} draining, removed once its {} request(s) in flight finish",
@@ -228,9 +297,8 @@ pub async fn handle(
                 Err(e) => registry_error(&e),
             }
         }
-        (&Method::POST, ["backends", addr, action @ ("drain" | "enable")]) => {
-            let on = *action == "drain";
-            match parse_address(addr).and_then(|t| ctx.registry.set_draining(&t, on)) {
+        (&Method::POST, Route::Drain(addr, on)) => {
+            match resolve(registry, addr).and_then(|t| registry.set_draining(&t, on)) {
                 Ok(b) => {
                     crate::term::info(&format!(
                         "backend {} {}",
@@ -246,7 +314,7 @@ pub async fn handle(
                 Err(e) => registry_error(&e),
             }
         }
-        (&Method::GET, ["healthz"]) => {
+        (&Method::GET, Route::Healthz) => {
             let n = pool.healthy_count();
             let status = if n > 0 {
                 StatusCode::OK
@@ -255,12 +323,12 @@ pub async fn handle(
             };
             json_reply(status, &json!({ "healthy": n > 0, "routable_backends": n }))
         }
-        (&Method::GET, ["metrics"]) => reply(
+        (&Method::GET, Route::Metrics) => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             metrics::render(&ctx.telemetry, pool),
         ),
-        (&Method::POST, ["reload"]) => match &ctx.reload {
+        (&Method::POST, Route::Reload) => match &ctx.reload {
             None => error(
                 StatusCode::CONFLICT,
                 "lbx was not started with --config: nothing to reload",
@@ -273,19 +341,11 @@ pub async fn handle(
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             },
         },
-        (
-            _,
-            ["backends"]
-            | ["backends", _]
-            | ["backends", _, "drain" | "enable"]
-            | ["healthz"]
-            | ["metrics"]
-            | ["reload"],
-        ) => error(
+        (_, Route::Unknown) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}")),
+        _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{m} is not allowed on {path}"),
         ),
-        _ => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}")),
     };
     tracing::debug!(method = %m, path = %path, status = resp.status().as_u16(), "admin request");
     Ok(resp)
@@ -336,7 +396,7 @@ pub fn spawn_control(
                         loop {
                             tokio::select! {
                                 _ = hup.recv() => {
-                                    // The reload function logs its own outcome.
+                                    // The reload function logs its outcome, failures included.
                                     let _ = reload();
                                 }
                                 _ = stop.changed() => return,
@@ -378,12 +438,36 @@ mod tests {
 
     #[test]
     fn addresses_may_be_escaped() {
-        assert_eq!(parse_address("%5B::1%5D:9001").unwrap().port, 9001);
+        assert_eq!(parse_address("%5B::1%5D:9001").unwrap().0.port, 9001);
         assert_eq!(
-            parse_address(":9001").unwrap().to_string(),
+            parse_address(":9001").unwrap().0.to_string(),
             "127.0.0.1:9001"
         );
+        assert!(parse_address("h2c%3A%2F%2F127.0.0.1%3A9001").unwrap().1);
+        assert!(!parse_address("127.0.0.1:9001").unwrap().1);
         assert!(parse_address("%zz").is_err());
         assert!(parse_address(":0").is_err());
+    }
+
+    #[test]
+    fn addresses_in_paths_may_hold_their_scheme() {
+        assert_eq!(route("/backends"), Route::Backends);
+        assert_eq!(route("/backends/"), Route::Backends);
+        assert_eq!(route("/backends/:9001"), Route::Backend(":9001"));
+        assert_eq!(
+            route("/backends/h2c://127.0.0.1:9001"),
+            Route::Backend("h2c://127.0.0.1:9001")
+        );
+        assert_eq!(
+            route("/backends/h2c://127.0.0.1:9001/drain"),
+            Route::Drain("h2c://127.0.0.1:9001", true)
+        );
+        assert_eq!(
+            route("/backends/https://api.internal:443/enable/"),
+            Route::Drain("https://api.internal:443", false)
+        );
+        assert_eq!(route("/backends/drain"), Route::Backend("drain"));
+        assert_eq!(route("/healthz/"), Route::Healthz);
+        assert_eq!(route("/nothing"), Route::Unknown);
     }
 }

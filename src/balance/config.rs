@@ -13,16 +13,17 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::CommandFactory;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::access_log::LogFormat;
+use super::discovery::{BackendSpec, SourceSpec};
 use super::registry::{check_weight, Registry};
 use crate::cli::{BalanceArgs, Cli};
-use crate::core::addr::{parse_listen_host, Target};
+use crate::core::addr::{parse_listen_host, Target, WeightedTarget};
 use crate::core::select::hash::HashKey;
 use crate::core::select::Algorithm;
-use crate::core::units::{parse_duration, parse_size};
+use crate::core::units::{parse_duration, parse_positive_duration, parse_size};
 
 /// A string value checked by a parser; its error becomes a serde error, which toml places at
 /// the value's line and column.
@@ -44,6 +45,10 @@ macro_rules! parsed {
 parsed!(
     /// A duration such as `500ms` or `2s`.
     Dur, Duration, parse_duration
+);
+parsed!(
+    /// A duration above 0, for timeouts and intervals.
+    PosDur, Duration, parse_positive_duration
 );
 parsed!(
     /// A selection algorithm, as `--algorithm` takes it.
@@ -83,6 +88,14 @@ parsed!(
     LogFilter, String, crate::logging::parse_filter
 );
 parsed!(
+    /// An etcd prefix to follow, as `--discover` takes it.
+    Discover, SourceSpec, crate::cli::discover
+);
+parsed!(
+    /// A DNS server, as `--dns-server` takes it.
+    DnsServer, SocketAddr, crate::cli::dns_server
+);
+parsed!(
     /// A path that starts with `/`.
     UrlPath, String, |s: &str| if s.starts_with('/') {
         Ok(s.to_string())
@@ -91,14 +104,30 @@ parsed!(
     }
 );
 
-/// A backend in the file: `":9001"` or `{ address = ":9001", weight = 2 }`.
-#[derive(Clone, Debug)]
-pub struct BackendEntry {
-    /// Where it listens.
-    pub target: Target,
-    /// Its weight (1 when not given).
-    pub weight: u32,
+/// A whole number above 0, for counts where 0 means nothing; toml places the error at the value.
+#[derive(Clone, Copy, Debug)]
+pub struct Positive<T>(pub T);
+
+impl<'de, T> Deserialize<'de> for Positive<T>
+where
+    T: Deserialize<'de> + PartialOrd + Default + std::fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = T::deserialize(d)?;
+        if v > T::default() {
+            Ok(Positive(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "'{v}' is not a whole number above 0"
+            )))
+        }
+    }
 }
+
+/// A backend in the file: `":9001"`, `{ address = ":9001", weight = 2 }`, or a DNS name to
+/// follow as `-b` takes it (`"dns://web.internal:9001"`, `"srv://_http._tcp.web.internal"`).
+#[derive(Clone, Debug)]
+pub struct BackendEntry(pub BackendSpec);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,16 +146,53 @@ impl<'de> Deserialize<'de> for BackendEntry {
                 f.write_str("an address or a table { address = \"...\", weight = N }")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<BackendEntry, E> {
-                let target = Target::parse(s).map_err(E::custom)?;
-                Ok(BackendEntry { target, weight: 1 })
+                let discovered = ["dns://", "srv://"].iter().any(|p| {
+                    s.trim()
+                        .get(..p.len())
+                        .is_some_and(|h| h.eq_ignore_ascii_case(p))
+                });
+                let spec = if discovered {
+                    crate::balance::discovery::parse_source(s).map(BackendSpec::Discovered)
+                } else {
+                    Target::parse(s)
+                        .map(|target| BackendSpec::Static(WeightedTarget { target, weight: 1 }))
+                };
+                spec.map(BackendEntry).map_err(E::custom)
             }
             fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<BackendEntry, M::Error> {
                 let t = BackendTable::deserialize(de::value::MapAccessDeserializer::new(m))?;
                 let weight = check_weight(t.weight.unwrap_or(1)).map_err(de::Error::custom)?;
-                Ok(BackendEntry {
+                Ok(BackendEntry(BackendSpec::Static(WeightedTarget {
                     target: t.address.0,
                     weight,
-                })
+                })))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A file name or a list of them: `cert = "a.pem"` or `cert = ["a.pem", "b.pem"]`.
+#[derive(Clone, Debug, Default)]
+pub struct Files(pub Vec<PathBuf>);
+
+impl<'de> Deserialize<'de> for Files {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Files;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a file name or a list of file names")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Files, E> {
+                Ok(Files(vec![PathBuf::from(s)]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Files, A::Error> {
+                let mut files = Vec::new();
+                while let Some(f) = seq.next_element::<PathBuf>()? {
+                    files.push(f);
+                }
+                Ok(Files(files))
             }
         }
         d.deserialize_any(V)
@@ -140,13 +206,13 @@ pub struct HealthSection {
     /// `--health-path`.
     pub path: Option<UrlPath>,
     /// `--interval`.
-    pub interval: Option<Dur>,
+    pub interval: Option<PosDur>,
     /// `--timeout`.
-    pub timeout: Option<Dur>,
+    pub timeout: Option<PosDur>,
     /// `--rise`.
-    pub rise: Option<u32>,
+    pub rise: Option<Positive<u32>>,
     /// `--fall`.
-    pub fall: Option<u32>,
+    pub fall: Option<Positive<u32>>,
 }
 
 /// `[traffic]`: selection, passive health, retries, timeouts and limits.
@@ -164,19 +230,71 @@ pub struct TrafficSection {
     /// `--retries`.
     pub retries: Option<u32>,
     /// `--response-timeout`.
-    pub response_timeout: Option<Dur>,
+    pub response_timeout: Option<PosDur>,
     /// `--header-timeout`.
-    pub header_timeout: Option<Dur>,
+    pub header_timeout: Option<PosDur>,
     /// `--idle-timeout`.
-    pub idle_timeout: Option<Dur>,
+    pub idle_timeout: Option<PosDur>,
     /// `--max-connections`.
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<Positive<usize>>,
     /// `--max-body`.
     pub max_body: Option<Size>,
     /// `--rate-limit`.
     pub rate_limit: Option<Rate>,
     /// `--trusted-proxies`.
     pub trusted_proxies: Option<Vec<Block>>,
+}
+
+/// `[tls]`: TLS termination.
+#[derive(Debug, Default)]
+pub struct TlsSection {
+    /// `--tls-cert` and `--tls-key`, as many of each (paired in order).
+    pub pairs: Option<(Vec<PathBuf>, Vec<PathBuf>)>,
+    /// `--tls-port`.
+    pub port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    cert: Option<Files>,
+    key: Option<Files>,
+    port: Option<u16>,
+}
+
+impl<'de> Deserialize<'de> for TlsSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = TlsTable::deserialize(d)?;
+        let pairs = match (t.cert, t.key) {
+            (None, None) => None,
+            (Some(c), Some(k)) if c.0.len() == k.0.len() && !c.0.is_empty() => Some((c.0, k.0)),
+            (c, k) => {
+                let n = |f: Option<Files>| f.map_or(0, |f| f.0.len());
+                return Err(de::Error::custom(format!(
+                    "cert and key pair up in order: {} certificate(s) but {} key(s)",
+                    n(c),
+                    n(k)
+                )));
+            }
+        };
+        Ok(TlsSection {
+            pairs,
+            port: t.port,
+        })
+    }
+}
+
+/// `[discovery]`: backends found at run time besides the `dns://` and `srv://` ones in
+/// `backends`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// `--discover`: etcd prefixes to follow.
+    pub etcd: Option<Vec<Discover>>,
+    /// `--dns-refresh`.
+    pub dns_refresh: Option<PosDur>,
+    /// `--dns-server`.
+    pub dns_server: Option<DnsServer>,
 }
 
 /// `[backend_tls]`: how https backends are verified.
@@ -220,20 +338,30 @@ pub struct FileConfig {
     /// `--backend`, with weights.
     pub backends: Option<Vec<BackendEntry>>,
     /// `--workers`.
-    pub workers: Option<usize>,
+    pub workers: Option<Positive<usize>>,
     /// `--connect-timeout`.
-    pub connect_timeout: Option<Dur>,
+    pub connect_timeout: Option<PosDur>,
     /// `--grace`.
     pub grace: Option<Dur>,
+    /// `--tunnel-timeout`.
+    pub tunnel_timeout: Option<PosDur>,
+    /// `--allow-upgrade`.
+    pub allow_upgrade: Option<Vec<String>>,
     /// Health checks.
     #[serde(default)]
     pub health: HealthSection,
     /// Selection, passive health, retries, timeouts and limits.
     #[serde(default)]
     pub traffic: TrafficSection,
+    /// TLS termination.
+    #[serde(default)]
+    pub tls: TlsSection,
     /// Verifying https backends.
     #[serde(default)]
     pub backend_tls: BackendTlsSection,
+    /// Backends found in etcd, and DNS lookups.
+    #[serde(default)]
+    pub discovery: DiscoverySection,
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSection,
@@ -246,14 +374,7 @@ pub struct FileConfig {
 
 /// Parses config text; the error names `name`, the line and the column.
 pub fn parse(name: &str, text: &str) -> Result<FileConfig, String> {
-    let cfg: FileConfig = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
-    if cfg.traffic.max_connections == Some(0) {
-        return Err(format!("{name}: traffic.max_connections must be above 0"));
-    }
-    if cfg.workers == Some(0) {
-        return Err(format!("{name}: workers must be above 0"));
-    }
-    Ok(cfg)
+    toml::from_str(text).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Reads and parses the file at `path`.
@@ -312,19 +433,40 @@ pub fn merge(
     }
     take!("host", a.host, f.host.map(|h| h.0));
     take!("port", a.port, f.port);
-    take!("workers", a.workers, f.workers.map(Some));
+    take!("workers", a.workers, f.workers.map(|n| Some(n.0)));
     take!(
         "connect_timeout",
         a.connect_timeout,
         f.connect_timeout.map(|d| d.0)
     );
     take!("grace", a.grace, f.grace.map(|d| d.0));
+    take!(
+        "tunnel_timeout",
+        a.tunnel_timeout,
+        f.tunnel_timeout.map(|d| d.0)
+    );
+    take!("allow_upgrade", a.allow_upgrade, f.allow_upgrade);
+    // A certificate and its key go together: either flag on the command line sets both.
+    if free("tls_cert") && free("tls_key") {
+        if let Some((certs, keys)) = f.tls.pairs {
+            (a.tls_cert, a.tls_key) = (certs, keys);
+        }
+    }
+    take!("tls_port", a.tls_port, f.tls.port.map(Some));
+    let d = f.discovery;
+    take!(
+        "discover",
+        a.discover,
+        d.etcd.map(|l| l.into_iter().map(|s| s.0).collect())
+    );
+    take!("dns_refresh", a.dns_refresh, d.dns_refresh.map(|v| v.0));
+    take!("dns_server", a.dns_server, d.dns_server.map(|v| Some(v.0)));
     let h = f.health;
     take!("health_path", a.health_path, h.path.map(|p| p.0));
     take!("interval", a.interval, h.interval.map(|d| d.0));
     take!("timeout", a.timeout, h.timeout.map(|d| d.0));
-    take!("rise", a.rise, h.rise);
-    take!("fall", a.fall, h.fall);
+    take!("rise", a.rise, h.rise.map(|n| n.0));
+    take!("fall", a.fall, h.fall.map(|n| n.0));
     let t = f.traffic;
     take!("algorithm", a.algorithm, t.algorithm.map(|v| v.0));
     take!("hash_key", a.hash_key, t.hash_key.map(|v| v.0));
@@ -345,7 +487,7 @@ pub fn merge(
     take!(
         "max_connections",
         a.max_connections,
-        t.max_connections.map(Some)
+        t.max_connections.map(|n| Some(n.0))
     );
     take!("max_body", a.max_body, t.max_body.map(|v| Some(v.0)));
     take!("rate_limit", a.rate_limit, t.rate_limit.map(|v| Some(v.0)));
@@ -381,28 +523,15 @@ pub fn merge(
         a.access_log_format,
         f.access_log.format
     );
-    let backends: Vec<(Target, u32)> = match f.backends {
-        Some(list) if free("backends") => {
-            a.backends = list
-                .iter()
-                .map(|b| {
-                    crate::balance::discovery::BackendSpec::Static(
-                        crate::core::addr::WeightedTarget {
-                            target: b.target.clone(),
-                            weight: b.weight,
-                        },
-                    )
-                })
-                .collect();
-            list.into_iter().map(|b| (b.target, b.weight)).collect()
-        }
-        _ => a
-            .backends
-            .iter()
-            .filter_map(|b| b.as_static())
-            .map(|w| (w.target.clone(), w.weight))
-            .collect(),
-    };
+    if let Some(list) = f.backends.filter(|_| free("backends")) {
+        a.backends = list.into_iter().map(|b| b.0).collect();
+    }
+    let backends: Vec<(Target, u32)> = a
+        .backends
+        .iter()
+        .filter_map(|b| b.as_static())
+        .map(|w| (w.target.clone(), w.weight))
+        .collect();
     let discovers = !a.discover.is_empty() || a.backends.iter().any(|b| b.as_static().is_none());
     if backends.is_empty() && !discovers {
         return Err("no backends: give -b or list backends in the config file".into());
@@ -434,20 +563,19 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Re-reads the file and applies its backends through the registry; returns a summary and
-    /// the settings now in force (the caller applies the health checks, the traffic policy, the
-    /// client connection limits and the connect timeout). On any error nothing changes and the
-    /// reason is logged and returned. Listener, worker, grace, admin and log settings apply at
+    /// Re-reads the file and merges it under the flags: the settings a reload would bring.
+    /// Changes nothing, so the caller can check the rest of what could fail (certificates) before
+    /// it [`commit`](Reloader::commit)s; logs nothing, so the caller logs every failure alike.
+    pub fn prepare(&self) -> Result<Merged, String> {
+        read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit))
+    }
+
+    /// Applies the backends of a [`prepare`](Reloader::prepare)d reload through the registry and
+    /// records its settings as the running ones; returns a summary for the log. The caller
+    /// applies the health checks, the traffic policy, the client connection limits, the connect
+    /// timeout and the certificates. Listener, worker, grace, admin and log settings apply at
     /// the next restart; the summary names the settings that changed, and when each applies.
-    pub fn reload(&self, registry: &Registry) -> Result<(String, BalanceArgs), String> {
-        let merged = read(&self.path).and_then(|f| merge(self.flags.clone(), f, &self.explicit));
-        let merged = match merged {
-            Ok(m) => m,
-            Err(e) => {
-                crate::term::warn(&format!("reload failed, keeping the running config: {e}"));
-                return Err(e);
-            }
-        };
+    pub fn commit(&self, registry: &Registry, merged: &Merged) -> String {
         let s = registry.apply_config(&merged.backends);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let changed = changed_settings(&running, &merged.args);
@@ -480,8 +608,7 @@ impl Reloader {
                 summary.push_str(&format!("; {} {}", when.phrase(), names.join(", ")));
             }
         }
-        crate::term::info(&summary);
-        Ok((summary, merged.args))
+        summary
     }
 }
 
@@ -517,7 +644,7 @@ impl Applies {
 
 /// The settings a reload reports when they change, with when each applies and how to compare
 /// it.
-const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
+const REPORTED_SETTINGS: [(&str, Applies, Show); 32] = {
     use Applies::*;
     [
         ("host", Restart, |a| a.host.to_string()),
@@ -566,8 +693,31 @@ const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
         ("traffic.max_connections", ClientConnections, |a| {
             format!("{:?}", a.max_connections)
         }),
+        // Other certificate files are read at once; turning TLS on or off takes a restart
+        // (see `changed_settings`).
+        ("tls", ClientConnections, |a| {
+            format!("{:?} {:?}", a.tls_cert, a.tls_key)
+        }),
+        ("tls.port", Restart, |a| format!("{:?}", a.tls_port)),
+        ("tunnel_timeout", Restart, |a| {
+            format!("{:?}", a.tunnel_timeout)
+        }),
+        ("allow_upgrade", Restart, |a| {
+            format!("{:?}", a.allow_upgrade)
+        }),
         ("backend_tls", Restart, |a| {
             format!("{:?} {}", a.backend_cacert, a.backend_insecure)
+        }),
+        ("discovery", Restart, |a| {
+            let names: Vec<_> = a
+                .backends
+                .iter()
+                .filter(|b| b.as_static().is_none())
+                .collect();
+            format!(
+                "{names:?} {:?} {:?} {:?}",
+                a.discover, a.dns_refresh, a.dns_server
+            )
         }),
         ("admin.listen", Restart, |a| format!("{:?}", a.admin)),
         ("admin.token", Restart, |a| format!("{:?}", a.admin_token)),
@@ -580,10 +730,14 @@ const REPORTED_SETTINGS: [(&str, Applies, Show); 27] = {
 
 /// The settings (other than backends) that differ, with when each applies.
 fn changed_settings(old: &BalanceArgs, new: &BalanceArgs) -> Vec<(&'static str, Applies)> {
+    let tls_switched = old.tls_cert.is_empty() != new.tls_cert.is_empty();
     REPORTED_SETTINGS
         .iter()
         .filter(|(_, _, show)| show(old) != show(new))
-        .map(|(name, when, _)| (*name, *when))
+        .map(|(name, when, _)| match *name {
+            "tls" if tls_switched => (*name, Applies::Restart),
+            _ => (*name, *when),
+        })
         .collect()
 }
 
@@ -606,6 +760,16 @@ mod tests {
         let text = include_str!("../../examples/lbx.toml");
         let f = parse("examples/lbx.toml", text).unwrap();
         assert_eq!(f.backends.unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("### Config file and reload").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let text = &section[start..start + section[start..].find("```").unwrap()];
+        let f = parse("README.md", text).unwrap();
+        assert_eq!(f.tls.pairs.unwrap().0.len(), 2);
     }
 
     #[test]
@@ -701,6 +865,90 @@ mod tests {
         assert_eq!(
             changed_settings(&old, &new),
             [("backend_tls", Applies::Restart)]
+        );
+    }
+
+    #[test]
+    fn tls_upgrades_and_discovery_from_the_file() {
+        let text = "backends = [\":1\", \"dns://web.test:80\"]\n\
+                    tunnel_timeout = \"5m\"\nallow_upgrade = [\"foo\"]\n\
+                    [tls]\ncert = [\"a.pem\", \"b.pem\"]\nkey = [\"a.key\", \"b.key\"]\nport = 8443\n\
+                    [discovery]\netcd = [\"etcd://127.0.0.1:2379/lbx/\"]\n\
+                    dns_refresh = \"5s\"\ndns_server = \"10.0.0.2\"\n";
+        let m = merge(
+            flags(&["--config", "x.toml"]),
+            parse("x.toml", text).unwrap(),
+            &HashSet::new(),
+        )
+        .unwrap();
+        let a = &m.args;
+        assert_eq!(a.tunnel_timeout, Duration::from_secs(300));
+        assert_eq!(a.allow_upgrade, ["foo"]);
+        assert_eq!(a.tls_cert, [PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
+        assert_eq!(a.tls_key, [PathBuf::from("a.key"), PathBuf::from("b.key")]);
+        assert_eq!(a.tls_port, Some(8443));
+        assert_eq!(a.discover.len(), 1);
+        assert_eq!(a.dns_refresh, Duration::from_secs(5));
+        assert_eq!(a.dns_server, Some("10.0.0.2:53".parse().unwrap()));
+        assert_eq!(a.backends.len(), 2, "the DNS name is a backend entry");
+        assert_eq!(m.backends.len(), 1, "only the fixed one is applied as such");
+        // One path is a list of one; a certificate flag takes the pair from the file.
+        let one = "backends = [\":1\"]\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+        let a = flags(&[
+            "--config",
+            "x.toml",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "c.key",
+        ]);
+        let explicit: HashSet<String> = ["tls_cert".to_string(), "tls_key".to_string()].into();
+        let m = merge(a, parse("x.toml", one).unwrap(), &explicit).unwrap();
+        assert_eq!(m.args.tls_cert, [PathBuf::from("c.pem")]);
+        assert_eq!(m.args.tls_key, [PathBuf::from("c.key")]);
+        // Bad values name the line (and column).
+        for (text, want) in [
+            ("tunnel_timeout = \"0s\"\n", "line 1, column 18"),
+            ("allow_upgrade = \"foo\"\n", "line 1"),
+            ("[tls]\ncert = \"a.pem\"\n", "line 1"),
+            ("[tls]\nport = -1\n", "line 2, column 8"),
+            ("[tls]\ncertificate = \"a.pem\"\n", "line 2"),
+            ("[discovery]\netcd = [\"http://x:1\"]\n", "line 2"),
+            (
+                "[discovery]\ndns_server = \"dns.example\"\n",
+                "line 2, column 14",
+            ),
+            ("[discovery]\ndns_refresh = \"0s\"\n", "line 2, column 15"),
+            ("backends = [\"dns://web\"]\n", "line 1, column 13"),
+        ] {
+            let e = parse("x.toml", text).unwrap_err();
+            assert!(e.contains(want), "{text:?} should name {want}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_reload_reports_certificates_for_new_connections_and_tls_itself_at_restart() {
+        let plain = flags(&["-b", ":1"]);
+        let tls = flags(&["-b", ":1", "--tls-cert", "a.pem", "--tls-key", "a.key"]);
+        let other = flags(&["-b", ":1", "--tls-cert", "b.pem", "--tls-key", "b.key"]);
+        assert_eq!(
+            changed_settings(&tls, &other),
+            [("tls", Applies::ClientConnections)]
+        );
+        assert_eq!(changed_settings(&plain, &tls), [("tls", Applies::Restart)]);
+        assert_eq!(changed_settings(&tls, &plain), [("tls", Applies::Restart)]);
+        let upgrades = flags(&["-b", ":1", "--tunnel-timeout", "1m", "--allow-upgrade", "x"]);
+        assert_eq!(
+            changed_settings(&plain, &upgrades),
+            [
+                ("tunnel_timeout", Applies::Restart),
+                ("allow_upgrade", Applies::Restart)
+            ]
+        );
+        let dns = flags(&["-b", ":1,dns://web.test:80"]);
+        assert_eq!(
+            changed_settings(&plain, &dns),
+            [("discovery", Applies::Restart)]
         );
     }
 

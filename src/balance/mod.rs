@@ -149,13 +149,16 @@ impl ProtocolConfig {
     pub fn from_args(a: &BalanceArgs) -> anyhow::Result<ProtocolConfig> {
         if a.tls_cert.len() != a.tls_key.len() {
             return Err(crate::usage(format!(
-                "--tls-cert and --tls-key pair up in order: {} certificate(s) but {} key(s)",
+                "--tls-cert and --tls-key (tls.cert and tls.key) pair up in order: {} \
+                 certificate(s) but {} key(s)",
                 a.tls_cert.len(),
                 a.tls_key.len()
             )));
         }
         if a.tls_port.is_some() && a.tls_cert.is_empty() {
-            return Err(crate::usage("--tls-port needs --tls-cert and --tls-key"));
+            return Err(crate::usage(
+                "--tls-port (tls.port) needs --tls-cert and --tls-key (tls.cert and tls.key)",
+            ));
         }
         Ok(ProtocolConfig {
             tls: a
@@ -426,15 +429,32 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         let reload = cfg.ops.reloader.clone().map(|r| {
             let reg = registry.clone();
             Arc::new(move || {
-                let (summary, args) = r.reload(&reg)?;
-                let new = BalanceConfig::from_args(&args).map_err(|e| format!("{e:#}"))?;
-                if let Some(t) = &tls {
-                    // Certificate files are re-read: a renewed certificate takes effect for
-                    // new connections.
-                    match crate::core::tls::server_config(&new.protocols.tls) {
-                        Ok(c) => t.store(c),
-                        Err(e) => return Err(format!("TLS certificates not reloaded: {e}")),
+                // All or nothing: everything that can fail (the file, the settings, the
+                // certificates) is read and checked before anything is applied.
+                let prepared = r.prepare().and_then(|merged| {
+                    let new =
+                        BalanceConfig::from_args(&merged.args).map_err(|e| format!("{e:#}"))?;
+                    // Certificate files are re-read: a renewed certificate takes effect for new
+                    // connections. (Turning TLS on or off takes a restart.)
+                    let certs = match &tls {
+                        Some(_) if !new.protocols.tls.is_empty() => Some(
+                            crate::core::tls::server_config(&new.protocols.tls)
+                                .map_err(|e| format!("TLS certificates: {e}"))?,
+                        ),
+                        _ => None,
+                    };
+                    Ok((merged, new, certs))
+                });
+                let (merged, new, certs) = match prepared {
+                    Ok(p) => p,
+                    Err(e) => {
+                        term::warn(&format!("reload failed, keeping the running config: {e}"));
+                        return Err(e);
                     }
+                };
+                let summary = r.commit(&reg, &merged);
+                if let (Some(t), Some(c)) = (&tls, certs) {
+                    t.store(c);
                 }
                 reload_shared
                     .dialer
@@ -449,6 +469,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                     }
                     changed
                 });
+                term::info(&summary);
                 Ok(summary)
             }) as admin::ReloadFn
         });

@@ -1,11 +1,8 @@
 //! Value parsers for `lbx bench` flags: each error names the bad value (clap exits 2 with it).
 
-use std::time::Duration;
-
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::core::addr::{parse_url, Target};
-use crate::core::units::parse_duration;
 
 /// A bench URL: where to connect and the path with query to request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,14 +18,6 @@ pub struct Url {
 pub fn url(s: &str) -> Result<Box<Url>, String> {
     let (target, path) = parse_url(s)?;
     Ok(Box::new(Url { target, path }))
-}
-
-/// `-z`, `--timeout`, `--connect-timeout`: a duration above zero.
-pub fn run_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("'{s}': the duration must be above 0")),
-        d => Ok(d),
-    }
 }
 
 /// `--rate`: requests per second, a finite number above zero.
@@ -68,7 +57,6 @@ mod tests {
 
     #[test]
     fn parsers_name_bad_values() {
-        assert!(run_duration("0s").is_err());
         assert_eq!(per_second("200"), Ok(200.0));
         for bad in ["0", "-1", "nan", "inf", "fast"] {
             assert!(per_second(bad).unwrap_err().contains(bad), "{bad}");

@@ -206,7 +206,8 @@ pub async fn run_prober<F>(
     F: Fn(&Backend, Transition, &ProbeOutcome),
 {
     let mut states: HashMap<u64, Health> = HashMap::new();
-    let mut tick = tokio::time::interval(hc.interval);
+    // The flags and the config file refuse a zero interval; tokio's interval would panic on one.
+    let mut tick = tokio::time::interval(hc.interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let spec = Arc::new(hc.spec.clone());
     loop {

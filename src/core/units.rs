@@ -30,6 +30,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// [`parse_duration`] for settings where zero means nothing (timeouts, intervals): above 0.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("'{s}': the duration must be above 0")),
+        d => Ok(d),
+    }
+}
+
 /// Parses a count with an optional `k` (1e3) or `m` (1e6) suffix, e.g. `10k`.
 pub fn parse_count(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
@@ -78,6 +86,12 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0ms")
+            .unwrap_err()
+            .contains("'0ms'"));
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert!(parse_duration("1000000h").is_err());
     }
 
     #[test]

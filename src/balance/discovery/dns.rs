@@ -14,7 +14,7 @@ use hickory_resolver::TokioResolver;
 
 use super::{Feed, SourceSpec};
 use crate::balance::registry::MAX_WEIGHT;
-use crate::core::addr::Target;
+use crate::core::addr::{Scheme, Target};
 
 /// Shortest wait between two lookups of one name, however short its TTL (a TTL of 0 would
 /// otherwise make it a busy loop).
@@ -71,7 +71,7 @@ pub async fn lookup(r: &TokioResolver, spec: &SourceSpec) -> Result<Answer, Stri
         ttl: None,
     };
     match spec {
-        SourceSpec::Dns { name, port } => {
+        SourceSpec::Dns { name, port, scheme } => {
             let ips = match r.lookup_ip(fqdn(name)).await {
                 Ok(l) => l,
                 Err(e) if e.is_no_records_found() => return Ok(answer),
@@ -85,10 +85,10 @@ pub async fn lookup(r: &TokioResolver, spec: &SourceSpec) -> Result<Answer, Stri
                 .min()
                 .map(secs);
             for ip in ips.iter() {
-                answer.backends.push((target(ip, *port), 1));
+                answer.backends.push((target(*scheme, ip, *port), 1));
             }
         }
-        SourceSpec::Srv { name } => {
+        SourceSpec::Srv { name, scheme } => {
             let l = match r.lookup(fqdn(name), RecordType::SRV).await {
                 Ok(l) => l,
                 Err(e) if e.is_no_records_found() => return Ok(answer),
@@ -120,7 +120,7 @@ pub async fn lookup(r: &TokioResolver, spec: &SourceSpec) -> Result<Answer, Stri
                 // SRV weight 0 means "rarely"; lbx weights start at 1.
                 let w = u32::from(s.weight).clamp(1, MAX_WEIGHT);
                 for ip in ips.iter() {
-                    answer.backends.push((target(ip, s.port), w));
+                    answer.backends.push((target(*scheme, ip, s.port), w));
                 }
             }
             answer.ttl = ttl.map(secs);
@@ -149,13 +149,14 @@ fn describe(e: &NetError) -> String {
     e.to_string()
 }
 
-fn target(ip: IpAddr, port: u16) -> Target {
+/// A backend found at `ip`, spoken to in `scheme`.
+fn target(scheme: Scheme, ip: IpAddr, port: u16) -> Target {
     let authority = match ip {
         IpAddr::V6(_) => format!("[{ip}]:{port}"),
         IpAddr::V4(_) => format!("{ip}:{port}"),
     };
     Target {
-        scheme: crate::core::addr::Scheme::Http,
+        scheme,
         host: ip.to_string(),
         port,
         ip: Some(ip),
@@ -238,7 +239,7 @@ mod tests {
     fn set(ports: &[u16]) -> Vec<(Target, u32)> {
         ports
             .iter()
-            .map(|p| (target(IpAddr::from([127, 0, 0, 1]), *p), 1))
+            .map(|p| (target(Scheme::Http, IpAddr::from([127, 0, 0, 1]), *p), 1))
             .collect()
     }
 

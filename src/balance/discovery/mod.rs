@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::registry::Registry;
-use crate::core::addr::{parse_weighted, Target, WeightedTarget};
+use crate::core::addr::{parse_weighted, Scheme, Target, WeightedTarget};
 use crate::core::etcd::EtcdUrl;
 
 /// One `-b` entry: a fixed backend or a DNS name to re-resolve.
@@ -56,11 +56,15 @@ pub enum SourceSpec {
         name: String,
         /// The port every address gets.
         port: u16,
+        /// How the backends found are spoken to (`dns://h2c://NAME:PORT`: HTTP/2).
+        scheme: Scheme,
     },
     /// SRV records of `name` (e.g. `_http._tcp.web.example`): targets, ports and weights.
     Srv {
         /// The SRV name.
         name: String,
+        /// How the backends found are spoken to (`srv://h2c://NAME`: HTTP/2).
+        scheme: Scheme,
     },
     /// The keys under an etcd prefix.
     Etcd(EtcdUrl),
@@ -69,14 +73,47 @@ pub enum SourceSpec {
 impl std::fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SourceSpec::Dns { name, port } => write!(f, "dns://{name}:{port}"),
-            SourceSpec::Srv { name } => write!(f, "srv://{name}"),
+            SourceSpec::Dns { name, port, scheme } => {
+                write!(f, "dns://{}{name}:{port}", inner_prefix(*scheme))
+            }
+            SourceSpec::Srv { name, scheme } => write!(f, "srv://{}{name}", inner_prefix(*scheme)),
             SourceSpec::Etcd(u) => write!(f, "{u}"),
         }
     }
 }
 
-/// Parses `dns://NAME:PORT`, `srv://NAME` or `etcd://HOST:PORT/PREFIX/`.
+/// How a DNS source's scheme is written after `dns://` or `srv://` (nothing for HTTP/1.1).
+fn inner_prefix(scheme: Scheme) -> &'static str {
+    match scheme {
+        Scheme::Http => "",
+        Scheme::H2c => "h2c://",
+        Scheme::Https => "https://",
+    }
+}
+
+/// The protocol of the backends a DNS source finds, from what follows `dns://` or `srv://`
+/// (`h2c://NAME...`), and the rest. Backends found by DNS are dialed by IP address, which a
+/// certificate does not name, so `https://` is refused.
+fn inner_scheme<'a>(input: &str, rest: &'a str) -> Result<(Scheme, &'a str), String> {
+    let Some((scheme, name)) = rest.split_once("://") else {
+        return Ok((Scheme::Http, rest));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => Ok((Scheme::Http, name)),
+        "h2c" => Ok((Scheme::H2c, name)),
+        "https" => Err(format!(
+            "'{input}': backends found by DNS are dialed by IP address, which a certificate \
+             does not name: https:// is not supported here (use http:// or h2c://)"
+        )),
+        other => Err(format!(
+            "'{input}': unsupported scheme '{other}' for backends found by DNS (use http:// or \
+             h2c://)"
+        )),
+    }
+}
+
+/// Parses `dns://NAME:PORT`, `srv://NAME` (either with `h2c://` before the name for HTTP/2
+/// backends) or `etcd://HOST:PORT/PREFIX/`.
 pub fn parse_source(input: &str) -> Result<SourceSpec, String> {
     let s = input.trim();
     let Some((scheme, rest)) = s.split_once("://") else {
@@ -87,6 +124,7 @@ pub fn parse_source(input: &str) -> Result<SourceSpec, String> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     match scheme.to_ascii_lowercase().as_str() {
         "dns" => {
+            let (scheme, rest) = inner_scheme(input, rest)?;
             let t = Target::parse(rest).map_err(|e| format!("'{input}': {e}"))?;
             if !rest.contains(':') || t.ip.is_some() {
                 return Err(format!("'{input}': expected dns://NAME:PORT"));
@@ -94,14 +132,19 @@ pub fn parse_source(input: &str) -> Result<SourceSpec, String> {
             Ok(SourceSpec::Dns {
                 name: t.host,
                 port: t.port,
+                scheme,
             })
         }
         "srv" => {
+            let (scheme, rest) = inner_scheme(input, rest)?;
             let t = Target::parse(&format!("{rest}:1")).map_err(|e| format!("'{input}': {e}"))?;
             if t.ip.is_some() || rest.contains(':') {
                 return Err(format!("'{input}': expected srv://_SERVICE._tcp.NAME"));
             }
-            Ok(SourceSpec::Srv { name: t.host })
+            Ok(SourceSpec::Srv {
+                name: t.host,
+                scheme,
+            })
         }
         "etcd" => EtcdUrl::parse(s).map(SourceSpec::Etcd),
         other => Err(format!(
@@ -237,20 +280,50 @@ mod tests {
             parse_backend("dns://web.lbx.test:9001"),
             Ok(BackendSpec::Discovered(SourceSpec::Dns {
                 name: "web.lbx.test".into(),
-                port: 9001
+                port: 9001,
+                scheme: Scheme::Http,
+            }))
+        );
+        assert_eq!(
+            parse_backend("dns://H2C://web.lbx.test:9001"),
+            Ok(BackendSpec::Discovered(SourceSpec::Dns {
+                name: "web.lbx.test".into(),
+                port: 9001,
+                scheme: Scheme::H2c,
             }))
         );
         assert_eq!(
             parse_backend("SRV://_http._tcp.web.lbx.test"),
             Ok(BackendSpec::Discovered(SourceSpec::Srv {
-                name: "_http._tcp.web.lbx.test".into()
+                name: "_http._tcp.web.lbx.test".into(),
+                scheme: Scheme::Http,
             }))
+        );
+        assert_eq!(
+            parse_source("srv://h2c://_h2._tcp.web.lbx.test")
+                .unwrap()
+                .to_string(),
+            "srv://h2c://_h2._tcp.web.lbx.test"
+        );
+        assert_eq!(
+            parse_source("dns://http://web.lbx.test:80")
+                .unwrap()
+                .to_string(),
+            "dns://web.lbx.test:80"
+        );
+        let e = parse_backend("dns://https://web.lbx.test:443").unwrap_err();
+        assert!(
+            e.contains("'dns://https://web.lbx.test:443'") && e.contains("https://"),
+            "{e}"
         );
         for bad in [
             "dns://web",
             "dns://:9001",
             "dns://10.0.0.1:80",
             "dns://web:0",
+            "dns://h2c://web",
+            "dns://ftp://web:1",
+            "srv://https://_http._tcp.x",
             "srv://",
             "srv://_http._tcp.x:80",
             "srv://a b",
@@ -266,6 +339,7 @@ mod tests {
     fn display_round_trips() {
         for s in [
             "dns://web.lbx.test:9001",
+            "dns://h2c://web.lbx.test:9001",
             "srv://_http._tcp.web.lbx.test",
             "etcd://127.0.0.1:2379/lbx/backends/",
         ] {
