@@ -574,6 +574,14 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = BalanceConfig::from_args(&args)?;
     cfg.ops.reloader = reloader;
     let handle = start(cfg.clone())?;
+    // Handlers first: a test or a supervisor may signal as soon as it reads "listening".
+    let signals_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut signals = {
+        let _rt = signals_rt.enter();
+        server::Signals::install()?
+    };
     if let Some(w) = weights {
         handle.registry.apply_config(&w);
     }
@@ -617,10 +625,7 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = handle.tls_addr {
         term::out(&format!("tls listening on {a}"));
     }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(server::wait_for_signal());
+    signals_rt.block_on(signals.recv());
     term::info(&format!(
         "shutting down: no new connections, waiting up to {:?} for requests in flight",
         cfg.grace
