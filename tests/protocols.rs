@@ -50,6 +50,22 @@ where
     (resp, v)
 }
 
+/// An HTTP/2 (prior knowledge) connection to `addr`, driven by a spawned task.
+async fn h2_connect<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    tx
+}
+
 /// `GET path` over HTTP/1.1 on an open stream.
 async fn h1_get<S>(io: S, host: &str, path: &str) -> hyper::Response<hyper::body::Incoming>
 where
@@ -473,12 +489,7 @@ fn heads_over_64_kib_get_431_over_http1_and_http2() {
     let lb = balance(&[s.addr()], &["--workers", "1"]);
     let addr = lb.addr();
     let statuses = block_on(async move {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut tx = h2_connect::<Empty<Bytes>>(addr).await;
         let mut statuses = Vec::new();
         for n in [60_000, 70_000] {
             let req = Request::get(format!("http://{addr}/echo"))
@@ -660,6 +671,74 @@ fn response_trailers_reach_http1_and_http2_clients() {
     });
     let trailers = trailers.expect("trailers over HTTP/2");
     assert_eq!(trailers["x-checksum"], "abc");
+}
+
+/// `GET /trailers` over HTTP/1.1 on a fresh connection, raw: what came back, with its chunks
+/// and trailer section as sent.
+fn trailers_h1(addr: SocketAddr, te: &str) -> String {
+    let head = format!("GET /trailers HTTP/1.1\r\nHost: x\r\n{te}Connection: close\r\n\r\n");
+    String::from_utf8_lossy(&raw(addr, head.as_bytes())).into_owned()
+}
+
+#[test]
+fn trailers_from_hyper_backends_reach_clients_that_take_them() {
+    let s = serve(3, &[]);
+    // lbx serve, like any hyper server, sends trailers only to a request whose TE allows them.
+    let direct = trailers_h1(s.addr(), "");
+    assert!(!direct.contains("x-server-id: 3\r\n\r\n"), "{direct}");
+    let direct = trailers_h1(s.addr(), "TE: trailers\r\n");
+    assert!(
+        direct.ends_with("\r\n0\r\nx-server-id: 3\r\n\r\n"),
+        "{direct}"
+    );
+    for backend in [s.addr().to_string(), format!("h2c://{}", s.addr())] {
+        let lb = balance_to(&backend, &["--workers", "1", "--interval", "1h"]);
+        let addr = lb.addr();
+        // HTTP/1.1, chunked: TE (and the Connection option naming it) is hop-by-hop, but its
+        // `trailers` is passed on.
+        let text = trailers_h1(addr, "TE: gzip, trailers\r\nConnection: TE\r\n");
+        assert!(text.contains("Hello from server 3"), "{backend}: {text}");
+        assert!(
+            text.ends_with("\r\n0\r\nx-server-id: 3\r\n\r\n"),
+            "{backend}: {text}"
+        );
+        // A client that did not ask gets none.
+        let text = trailers_h1(addr, "");
+        assert!(text.ends_with("\r\n0\r\n\r\n"), "{backend}: {text}");
+        // HTTP/2: `te: trailers` is the one TE value allowed.
+        let trailers = block_on(async move {
+            let mut tx = h2_connect::<Empty<Bytes>>(addr).await;
+            let req = Request::get(format!("http://{addr}/trailers"))
+                .header("te", "trailers")
+                .body(Empty::new())
+                .unwrap();
+            let resp = tx.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap();
+            body.trailers().cloned()
+        });
+        let trailers = trailers.unwrap_or_else(|| panic!("{backend}: no trailers over HTTP/2"));
+        assert_eq!(trailers["x-server-id"], "3", "{backend}");
+    }
+}
+
+#[test]
+fn request_trailers_reach_the_backend() {
+    let s = serve(1, &[]);
+    for backend in [s.addr().to_string(), format!("h2c://{}", s.addr())] {
+        let lb = balance_to(&backend, &["--workers", "1", "--interval", "1h"]);
+        let resp = raw(
+            lb.addr(),
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\
+              Connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
+        );
+        let r = parse_response(&resp, false).unwrap();
+        assert_eq!(r.status, 200, "{backend}: {}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["body_len"], 5, "{backend}: {v}");
+        assert_eq!(v["trailers"]["x-sum"], "42", "{backend}: {v}");
+        assert_eq!(v["headers"]["trailer"], "x-sum", "{backend}: {v}");
+    }
 }
 
 #[test]

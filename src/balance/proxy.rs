@@ -92,16 +92,19 @@ fn is_fixed_hop(n: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names, and
 /// the fixed list. Used in both directions. One scan over the names finds what is there, so a
-/// message without hop-by-hop headers costs no hashed lookups.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let (mut conn, mut fixed) = (false, false);
+/// message without hop-by-hop headers costs no hashed lookups. Returns whether a `TE` header
+/// (removed with the rest) listed `trailers`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) -> bool {
+    let (mut conn, mut fixed, mut te) = (false, false, false);
     for k in h.keys() {
         if k == header::CONNECTION {
             conn = true;
         } else if is_fixed_hop(k) {
             fixed = true;
+            te |= k == header::TE;
         }
     }
+    let trailers = te && crate::core::server::takes_trailers(h);
     if conn {
         // Fast path: a lone `keep-alive` or `close` (what most peers send) names no header.
         let mut values = h.get_all(header::CONNECTION).iter();
@@ -136,6 +139,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
+    trailers
 }
 
 /// The client of one connection: its address, and its IP ready for X-Forwarded-For (formatted
@@ -192,8 +196,15 @@ fn add_forwarded(parts: &mut Parts, peer: &Peer) {
 
 /// Rewrites the client's request head for a backend: origin-form target, Host kept (or taken
 /// from an absolute-form target), HTTP/1.1, hop-by-hop headers out, X-Forwarded-* in.
+/// `TE: trailers` is passed on when the client's `TE` listed it: the client takes trailers, and
+/// the balancer forwards them, so the backend may send them (RFC 9110 §10.1.4; hyper's servers
+/// send none without it, and HTTP/2 ones such as gRPC's require it).
 pub(super) fn prepare(parts: &mut Parts, peer: &Peer) {
-    strip_hop_by_hop(&mut parts.headers);
+    if strip_hop_by_hop(&mut parts.headers) {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(authority) = parts.uri.authority() {
         // Absolute-form: the target's authority overrides Host (RFC 9112 §3.2.2).
         if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
@@ -576,6 +587,26 @@ mod tests {
         assert_eq!(parts.uri, "/p");
         assert_eq!(parts.headers["host"], "example.com");
         assert_eq!(parts.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn te_goes_but_its_trailers_is_passed_on() {
+        for (te, connection, kept) in [
+            ("gzip, Trailers", Some("TE"), Some("trailers")),
+            ("trailers", None, Some("trailers")),
+            ("gzip", Some("te"), None),
+            ("trailersx", None, None),
+        ] {
+            let mut req = Request::builder().uri("/").header("te", te);
+            if let Some(c) = connection {
+                req = req.header("connection", c);
+            }
+            let (mut parts, _) = req.body(()).unwrap().into_parts();
+            prepare(&mut parts, &Peer::new("192.0.2.7:5555".parse().unwrap()));
+            let got = parts.headers.get_all("te").iter().collect::<Vec<_>>();
+            assert_eq!(got, kept.into_iter().collect::<Vec<_>>(), "{te}");
+            assert!(!parts.headers.contains_key("connection"));
+        }
     }
 
     #[test]

@@ -167,6 +167,16 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
+/// True when a request's `TE` lists `trailers` (RFC 9110 §10.1.4): its client takes trailer
+/// fields.
+pub fn takes_trailers(h: &http::HeaderMap) -> bool {
+    h.get_all(http::header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
 /// A TLS server configuration that a reload may swap (new certificate files).
 pub type TlsConfig = Arc<ArcSwap<rustls::ServerConfig>>;
 
