@@ -329,6 +329,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let stats = Arc::new(Stats::default());
     let telemetry = Arc::new(metrics::Telemetry {
         metrics: Default::default(),
+        stats: stats.clone(),
         access_log: match &cfg.ops.access_log {
             Some(c) => Some(access_log::AccessLog::start(c)?),
             None => None,

@@ -294,8 +294,9 @@ pub async fn handle(
 }
 
 /// Forwards one client request to a backend.
-/// `served` receives the backend that answered (a plain out-parameter: response extensions
-/// would allocate a type map per request).
+/// `served` receives the last backend the request reached and the attempts made, whether it
+/// answered or failed (a plain out-parameter: response extensions would allocate a type map
+/// per request).
 pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
@@ -373,10 +374,12 @@ pub async fn forward(
     w.budget.borrow_mut().deposit();
     let track_latency = policy.algorithm.needs_latency();
     let candidates = shared.pool.pick(key, &mut w.rng.borrow_mut());
-    // Attempts that reached a backend and failed there; each after the first is a retry.
+    // Attempts that reached a backend and failed there.
     let mut tries = 0u32;
     let mut paid = 0u32; // failures a retry has been granted for
     let mut last_failure: Option<Failure> = None;
+    // Attempts that reached a backend (each after the first is a retry, counted with the
+    // exchange when its response ends).
     let mut attempts = 0u32;
     for backend in candidates {
         if let Some(f) = last_failure.filter(|_| paid < tries) {
@@ -391,7 +394,6 @@ pub async fn forward(
                 return Ok(failure_response(f, tries));
             }
             paid = tries;
-            shared.stats.retries.fetch_add(1, Relaxed);
         }
         // Two tries per backend: a pooled connection the backend had already closed (the
         // request unsent) is replaced by a fresh one.
@@ -433,11 +435,20 @@ pub async fn forward(
             let h2 = conn.is_h2();
             fit(&mut req, h2, &backend);
             backend.requests.fetch_add(1, Relaxed);
-            attempts += 1;
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
             let sent =
                 tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
+            // Unless the connection handed it back unsent, the request reached this backend:
+            // an attempt, whatever comes of it.
+            if !matches!(&sent, Ok(Err(e)) if e.message().is_some()) {
+                attempts += 1;
+                *served = Some(Served {
+                    backend: backend.clone(),
+                    attempts,
+                    answered: false,
+                });
+            }
             match sent {
                 Ok(Ok(resp)) => {
                     if resp.status().is_server_error() {
@@ -455,10 +466,9 @@ pub async fn forward(
                         // An HTTP/1.1 client gets an HTTP/1.1 status line.
                         rparts.version = Version::HTTP_11;
                     }
-                    *served = Some(Served {
-                        backend: backend.clone(),
-                        attempts,
-                    });
+                    if let Some(s) = served {
+                        s.answered = true;
+                    }
                     let body = UpstreamBody::new(
                         rbody,
                         w.conns.clone(),
