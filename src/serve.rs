@@ -55,6 +55,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<ServeHandle> {
     let workers = args.workers.unwrap_or_else(server::default_workers);
     let opts = ConnOptions {
         tls: tls_config(args)?,
+        max_streams: Some(args.max_streams),
         ..ConnOptions::default()
     };
     let (lo, hi) = args.port;

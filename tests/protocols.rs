@@ -886,6 +886,24 @@ fn an_https_backend_is_verified_with_backend_cacert_and_spoken_to_in_h2() {
     assert_eq!((r.status, r.header("x-server-id")), (200, Some("7")));
 }
 
+/// `n` requests for `/echo` through `addr` at once, each from its own client: every one must be
+/// answered 200 by an HTTP/2 backend. Returns the backend connections (`x-connection`) they
+/// came on.
+fn echo_h2_connections(addr: SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/echo", &[], b"")))
+        .collect();
+    let mut conns = std::collections::BTreeSet::new();
+    for c in clients {
+        let r = c.join().unwrap().expect("an answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["version"], "HTTP/2.0", "{v}");
+        conns.insert(r.header("x-connection").expect("x-connection").to_string());
+    }
+    conns
+}
+
 #[test]
 fn http2_backends_multiplex_concurrent_requests_over_one_connection() {
     let ca = TestCa::new("mux");
@@ -913,24 +931,39 @@ fn http2_backends_multiplex_concurrent_requests_over_one_connection() {
                 "1h",
             ],
         );
-        let addr = lb.addr();
-        let clients: Vec<_> = (0..50)
-            .map(|_| std::thread::spawn(move || request(addr, "GET", "/echo", &[], b"")))
-            .collect();
-        let mut conns = std::collections::BTreeSet::new();
-        for c in clients {
-            let r = c.join().unwrap().expect("an answer");
-            assert_eq!(r.status, 200, "{backend}: {}", r.text());
-            let v: Value = serde_json::from_slice(&r.body).unwrap();
-            assert_eq!(v["version"], "HTTP/2.0", "{backend}: {v}");
-            conns.insert(r.header("x-connection").expect("x-connection").to_string());
-        }
+        let conns = echo_h2_connections(lb.addr(), 50);
         assert!(
             conns.len() <= 2,
             "{backend}: 50 requests came on {} connections: {conns:?}",
             conns.len()
         );
     }
+}
+
+#[test]
+fn a_saturated_http2_backend_connection_gets_company() {
+    // Four streams per connection, each request held 300 ms: twenty at once need five.
+    let s = serve(1, &["--delay", "300ms", "--max-streams", "4"]);
+    let lb = balance_to(
+        &format!("h2c://{}", s.addr()),
+        &["--workers", "1", "--interval", "1h"],
+    );
+    // A first request opens the connection and lets it learn the backend's limit.
+    echo_h2_connections(lb.addr(), 1);
+    let conns = echo_h2_connections(lb.addr(), 20);
+    assert!(
+        conns.len() > 1,
+        "twenty requests at once shared one connection of four streams: {conns:?}"
+    );
+    // One stream per connection: a worker opens at most eight, and requests beyond them wait.
+    let s = serve(2, &["--delay", "300ms", "--max-streams", "1"]);
+    let lb = balance_to(
+        &format!("h2c://{}", s.addr()),
+        &["--workers", "1", "--interval", "1h"],
+    );
+    echo_h2_connections(lb.addr(), 1);
+    let conns = echo_h2_connections(lb.addr(), 12);
+    assert!((2..=8).contains(&conns.len()), "{conns:?}");
 }
 
 #[test]

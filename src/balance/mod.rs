@@ -361,6 +361,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         grace: cfg.grace,
         // Without --tls-port the main listener serves TLS.
         tls: tls.clone().filter(|_| tls_addr == Some(addr)),
+        max_streams: None,
     };
     let reload_shared = shared.clone();
     let tls_opts = ConnOptions {

@@ -408,18 +408,12 @@ pub async fn forward(
                 },
             };
             let checkout = if fresh {
-                w.conns
-                    .connect(&shared.dialer, &backend)
-                    .await
-                    .map(|conn| (conn, false))
+                w.conns.connect(&shared.dialer, &backend).await
             } else {
-                w.conns
-                    .checkout(&shared.dialer, &backend)
-                    .await
-                    .map(|c| (c.conn, c.reused))
+                w.conns.checkout(&shared.dialer, &backend).await
             };
-            let (mut conn, reused) = match checkout {
-                Ok(c) => c,
+            let (mut conn, reused, stream) = match checkout {
+                Ok(c) => (c.conn, c.reused && !fresh, c.stream),
                 Err(e) => {
                     mark_down(&backend, &e);
                     pending = Some(req);
@@ -473,7 +467,7 @@ pub async fn forward(
                         rbody,
                         w.conns.clone(),
                         backend.id,
-                        conn,
+                        (conn, stream),
                         in_flight,
                         policy.response_timeout,
                     );

@@ -273,6 +273,8 @@ pub struct ConnOptions {
     pub grace: Duration,
     /// Terminate TLS on this listener (the handshake counts against `header_timeout`).
     pub tls: Option<TlsConfig>,
+    /// Concurrent streams an HTTP/2 client may open per connection (hyper's 200 when unset).
+    pub max_streams: Option<u32>,
 }
 
 impl Default for ConnOptions {
@@ -281,6 +283,7 @@ impl Default for ConnOptions {
             limits: Arc::default(),
             grace: Duration::from_secs(10),
             tls: None,
+            max_streams: None,
         }
     }
 }
@@ -324,7 +327,7 @@ struct Builders {
 }
 
 impl Builders {
-    fn new(limits: &ConnLimits) -> Builders {
+    fn new(limits: &ConnLimits, max_streams: Option<u32>) -> Builders {
         let keep_alive = limits.keep_alive();
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
@@ -342,6 +345,9 @@ impl Builders {
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEAD as u32);
+        if let Some(n) = max_streams {
+            auto.http2().max_concurrent_streams(n);
+        }
         Builders {
             auto: Rc::new(auto),
             h1: Rc::new(h1),
@@ -384,7 +390,7 @@ pub async fn accept_loop<M, S, B>(
     };
     let settings = &opts.limits;
     let mut limits = settings.get();
-    let mut builders = Builders::new(&limits);
+    let mut builders = Builders::new(&limits, opts.max_streams);
     let slots = Rc::new(Slots::default());
     loop {
         if !slots.room(settings, &mut shutdown).await {
@@ -414,7 +420,7 @@ pub async fn accept_loop<M, S, B>(
         let now = settings.current.load();
         if !Arc::ptr_eq(&*now, &limits) {
             limits = arc_swap::Guard::into_inner(now);
-            builders = Builders::new(&limits);
+            builders = Builders::new(&limits, opts.max_streams);
         }
         let _ = stream.set_nodelay(true);
         slots.open.set(slots.open.get() + 1);
