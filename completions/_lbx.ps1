@@ -43,6 +43,7 @@ Register-ArgumentCompleter -Native -CommandName 'lbx' -ScriptBlock {
             [CompletionResult]::new('--workers', '--workers', [CompletionResultType]::ParameterName, 'Worker threads (default: available cores)')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert')
+            [CompletionResult]::new('--max-streams', '--max-streams', [CompletionResultType]::ParameterName, 'Concurrent HTTP/2 streams allowed per connection (SETTINGS_MAX_CONCURRENT_STREAMS)')
             [CompletionResult]::new('--register', '--register', [CompletionResultType]::ParameterName, 'Register each listener in etcd under this key prefix, e.g. etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is deleted at shutdown and expires with the lease if the process dies')
             [CompletionResult]::new('--register-ttl', '--register-ttl', [CompletionResultType]::ParameterName, 'Lease time-to-live for --register: how long a dead server stays registered')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')

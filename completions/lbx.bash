@@ -563,7 +563,7 @@ _lbx() {
             return 0
             ;;
         lbx__subcmd__serve)
-            opts="-p -h -V --id --port --host --delay --fail-rate --workers --tls-cert --tls-key --register --register-ttl --help --version"
+            opts="-p -h -V --id --port --host --delay --fail-rate --workers --tls-cert --tls-key --max-streams --register --register-ttl --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,6 +602,10 @@ _lbx() {
                     return 0
                     ;;
                 --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-streams)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -39,6 +39,7 @@ set edit:completion:arg-completer[lbx] = {|@words|
             cand --workers 'Worker threads (default: available cores)'
             cand --tls-cert 'Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1'
             cand --tls-key 'Private key (PEM) of --tls-cert'
+            cand --max-streams 'Concurrent HTTP/2 streams allowed per connection (SETTINGS_MAX_CONCURRENT_STREAMS)'
             cand --register 'Register each listener in etcd under this key prefix, e.g. etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is deleted at shutdown and expires with the lease if the process dies'
             cand --register-ttl 'Lease time-to-live for --register: how long a dead server stays registered'
             cand -h 'Print help'

@@ -40,6 +40,7 @@ complete -c lbx -n "__fish_lbx_using_subcommand serve" -l fail-rate -d 'Share of
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l workers -d 'Worker threads (default: available cores)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l tls-cert -d 'Serve HTTPS with this certificate chain (PEM); ALPN offers h2 and http/1.1' -r -F
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l tls-key -d 'Private key (PEM) of --tls-cert' -r -F
+complete -c lbx -n "__fish_lbx_using_subcommand serve" -l max-streams -d 'Concurrent HTTP/2 streams allowed per connection (SETTINGS_MAX_CONCURRENT_STREAMS)' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l register -d 'Register each listener in etcd under this key prefix, e.g. etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is deleted at shutdown and expires with the lease if the process dies' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -l register-ttl -d 'Lease time-to-live for --register: how long a dead server stays registered' -r
 complete -c lbx -n "__fish_lbx_using_subcommand serve" -s h -l help -d 'Print help'

@@ -223,6 +223,9 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Concurrent HTTP/2 streams allowed per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
     // Registration: kept together at the end.
     /// Register each listener in etcd under this key prefix, e.g.
     /// etcd://127.0.0.1:2379/lbx/backends/, on a lease kept alive while running; the key is

@@ -27,6 +27,7 @@ fn serve_args(id: u32, port: u16) -> ServeArgs {
         workers: Some(1),
         tls_cert: None,
         tls_key: None,
+        max_streams: 200,
         register: None,
         register_ttl: std::time::Duration::from_secs(10),
     }

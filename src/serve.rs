@@ -1,5 +1,6 @@
 //! `lbx serve`: demo backends. `GET /` names the server, `/healthcheck` can be toggled to fail,
-//! `/echo` reflects the request, and `--delay`/`--fail-rate` inject faults. Every port speaks
+//! `/echo` reflects the request, `/trailers` ends its body with a trailer, and
+//! `--delay`/`--fail-rate` inject faults. Every port speaks
 //! HTTP/1.1 and h2c, or HTTPS (h2 and http/1.1 by ALPN) with `--tls-cert`.
 
 use std::collections::BTreeMap;
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, TRAILER};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 
 use crate::cli::ServeArgs;
@@ -54,6 +55,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<ServeHandle> {
     let workers = args.workers.unwrap_or_else(server::default_workers);
     let opts = ConnOptions {
         tls: tls_config(args)?,
+        max_streams: Some(args.max_streams),
         ..ConnOptions::default()
     };
     let (lo, hi) = args.port;
@@ -149,16 +151,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A body of frames known in advance: `/trailers`' data and trailer. Its length is not
+/// declared, so HTTP/1.1 sends it chunked (trailers need that).
+type Frames =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+/// What `lbx serve` answers with: a whole body, or `/trailers`' frames.
+type ServeBody = Either<Full<Bytes>, Frames>;
+
 /// Answers one request that came on the `conn`th connection of this server.
 async fn handle(
     state: Arc<ServerState>,
     conn: u64,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ServeBody>, Infallible> {
     if let Some(d) = state.delay {
         tokio::time::sleep(d).await;
     }
     let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/trailers") => return Ok(with_trailer(&req, &state)),
         (_, "/echo") => echo(req, conn).await,
         (&Method::GET, "/ws") => websocket_echo(req),
         (&Method::GET | &Method::HEAD, "/") => {
@@ -186,7 +197,7 @@ async fn handle(
             state.failing.store(false, Relaxed);
             text(StatusCode::OK, "health check now passing")
         }
-        (_, "/" | "/healthcheck" | "/healthcheck/fail" | "/healthcheck/pass") => {
+        (_, "/" | "/healthcheck" | "/healthcheck/fail" | "/healthcheck/pass" | "/trailers") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -194,7 +205,29 @@ async fn handle(
     let mut resp = resp;
     resp.headers_mut()
         .insert("x-server-id", state.id_header.clone());
-    Ok(resp)
+    Ok(resp.map(Either::Left))
+}
+
+/// `GET /trailers`: `Hello from server N` sent chunked, declaring `Trailer: x-server-id`, then
+/// that trailer, but only when the request's `TE` lists `trailers` (hyper's HTTP/1.1 servers
+/// send none otherwise; this does the same over HTTP/2).
+fn with_trailer(req: &Request<Incoming>, state: &ServerState) -> Response<ServeBody> {
+    let mut frames = vec![Ok(Frame::data(state.hello.clone()))];
+    if server::takes_trailers(req.headers()) {
+        let mut t = HeaderMap::new();
+        t.insert("x-server-id", state.id_header.clone());
+        frames.push(Ok(Frame::trailers(t)));
+    }
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let mut r = Response::new(Either::Right(body));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(TRAILER, HeaderValue::from_static("x-server-id"));
+    h.insert("x-server-id", state.id_header.clone());
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -207,33 +240,27 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Reflects what arrived: method, path with query, HTTP version, headers and the body's length
-/// (streamed, not buffered); the `x-connection` header numbers this server's connection that
-/// carried it (a header, so the body's length does not change with it).
+/// Reflects what arrived: method, path with query, HTTP version, headers, the body's length
+/// (streamed, not buffered) and its trailers; the `x-connection` header numbers this server's
+/// connection that carried it (a header, so the body's length does not change with it).
 async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
     let (parts, mut body) = req.into_parts();
     let mut body_len: u64 = 0;
+    let mut trailers = BTreeMap::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => {
                 if let Some(d) = f.data_ref() {
                     body_len += d.len() as u64;
                 }
+                if let Some(t) = f.trailers_ref() {
+                    trailers = fields(t);
+                }
             }
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
         }
     }
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in &parts.headers {
-        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-        headers
-            .entry(k.as_str().to_string())
-            .and_modify(|cur| {
-                cur.push_str(", ");
-                cur.push_str(&v);
-            })
-            .or_insert(v);
-    }
+    let headers = fields(&parts.headers);
     let path = parts.uri.path_and_query().map_or_else(
         || parts.uri.path().to_string(),
         |pq| pq.as_str().to_string(),
@@ -244,6 +271,7 @@ async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
+        "trailers": trailers,
     });
     let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
     r.headers_mut()
@@ -251,6 +279,21 @@ async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert("x-connection", HeaderValue::from(conn));
     r
+}
+
+/// Header fields by name, the values of a repeated one joined with `, `.
+fn fields(h: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in h {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        out.entry(k.as_str().to_string())
+            .and_modify(|cur| {
+                cur.push_str(", ");
+                cur.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    out
 }
 
 /// `GET /ws`: a WebSocket echo. Answers the handshake with 101, then echoes every text and

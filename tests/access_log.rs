@@ -119,3 +119,48 @@ fn text_lines_go_to_stdout_by_default() {
     assert!(r.status >= 500, "{}", r.text());
     assert!(line.ends_with(" - 0 t-1"), "{line}");
 }
+
+#[test]
+fn a_request_failing_at_every_backend_is_logged_and_counted_with_its_retry() {
+    let (a, b) = (Resetter::start(), Resetter::start());
+    let path = TempFile::new("access-failed.json");
+    let (mut lb, admin) = balance_with_admin(
+        &[a.addr, b.addr],
+        &[
+            "--workers",
+            "1",
+            "--interval",
+            "1h",
+            "--access-log",
+            path.to_str().unwrap(),
+            "--access-log-format",
+            "json",
+        ],
+    );
+    // Sent to one, reset; retried on the other, reset again: a 502 after two attempts.
+    let r = get(lb.addr(), "/").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((a.dropped(), b.dropped()), (1, 1));
+    let line = &read_lines(&path.0, 1)[0];
+    let e: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(e["status"], 502, "{line}");
+    assert_eq!(e["attempts"], 2, "{line}");
+    let last = e["backend"].as_str().unwrap_or("-").to_string();
+    assert!(
+        [a.addr.to_string(), b.addr.to_string()].contains(&last),
+        "the last backend tried is named: {line}"
+    );
+    let metrics = admin_call(admin, "GET", "/metrics", None, "").text();
+    assert!(
+        metrics.lines().any(|l| l == "lbx_retries_total 1"),
+        "{metrics}"
+    );
+    // The shutdown summary tells the same.
+    lb.signal("TERM");
+    assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
+    let log: Vec<String> = lb.errs.iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("retried 1 requests")),
+        "{log:?}"
+    );
+}

@@ -437,3 +437,29 @@ fn log_level_filters_operational_logs() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_readme_lists_every_metric_family_exported() {
+    let a = serve(1, &[]);
+    let log = TempFile::new("metrics-families.log");
+    let (_lb, admin) = balance_with_admin(&[a.addr()], &["--access-log", log.to_str().unwrap()]);
+    let text = admin_call(admin, "GET", "/metrics", None, "").text();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n### Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("a Metrics section");
+    let listed: std::collections::BTreeSet<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    assert_eq!(listed, exported, "README metrics table vs /metrics");
+}

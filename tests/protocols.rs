@@ -50,6 +50,22 @@ where
     (resp, v)
 }
 
+/// An HTTP/2 (prior knowledge) connection to `addr`, driven by a spawned task.
+async fn h2_connect<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    tx
+}
+
 /// `GET path` over HTTP/1.1 on an open stream.
 async fn h1_get<S>(io: S, host: &str, path: &str) -> hyper::Response<hyper::body::Incoming>
 where
@@ -473,12 +489,7 @@ fn heads_over_64_kib_get_431_over_http1_and_http2() {
     let lb = balance(&[s.addr()], &["--workers", "1"]);
     let addr = lb.addr();
     let statuses = block_on(async move {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut tx = h2_connect::<Empty<Bytes>>(addr).await;
         let mut statuses = Vec::new();
         for n in [60_000, 70_000] {
             let req = Request::get(format!("http://{addr}/echo"))
@@ -662,6 +673,74 @@ fn response_trailers_reach_http1_and_http2_clients() {
     assert_eq!(trailers["x-checksum"], "abc");
 }
 
+/// `GET /trailers` over HTTP/1.1 on a fresh connection, raw: what came back, with its chunks
+/// and trailer section as sent.
+fn trailers_h1(addr: SocketAddr, te: &str) -> String {
+    let head = format!("GET /trailers HTTP/1.1\r\nHost: x\r\n{te}Connection: close\r\n\r\n");
+    String::from_utf8_lossy(&raw(addr, head.as_bytes())).into_owned()
+}
+
+#[test]
+fn trailers_from_hyper_backends_reach_clients_that_take_them() {
+    let s = serve(3, &[]);
+    // lbx serve, like any hyper server, sends trailers only to a request whose TE allows them.
+    let direct = trailers_h1(s.addr(), "");
+    assert!(!direct.contains("x-server-id: 3\r\n\r\n"), "{direct}");
+    let direct = trailers_h1(s.addr(), "TE: trailers\r\n");
+    assert!(
+        direct.ends_with("\r\n0\r\nx-server-id: 3\r\n\r\n"),
+        "{direct}"
+    );
+    for backend in [s.addr().to_string(), format!("h2c://{}", s.addr())] {
+        let lb = balance_to(&backend, &["--workers", "1", "--interval", "1h"]);
+        let addr = lb.addr();
+        // HTTP/1.1, chunked: TE (and the Connection option naming it) is hop-by-hop, but its
+        // `trailers` is passed on.
+        let text = trailers_h1(addr, "TE: gzip, trailers\r\nConnection: TE\r\n");
+        assert!(text.contains("Hello from server 3"), "{backend}: {text}");
+        assert!(
+            text.ends_with("\r\n0\r\nx-server-id: 3\r\n\r\n"),
+            "{backend}: {text}"
+        );
+        // A client that did not ask gets none.
+        let text = trailers_h1(addr, "");
+        assert!(text.ends_with("\r\n0\r\n\r\n"), "{backend}: {text}");
+        // HTTP/2: `te: trailers` is the one TE value allowed.
+        let trailers = block_on(async move {
+            let mut tx = h2_connect::<Empty<Bytes>>(addr).await;
+            let req = Request::get(format!("http://{addr}/trailers"))
+                .header("te", "trailers")
+                .body(Empty::new())
+                .unwrap();
+            let resp = tx.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap();
+            body.trailers().cloned()
+        });
+        let trailers = trailers.unwrap_or_else(|| panic!("{backend}: no trailers over HTTP/2"));
+        assert_eq!(trailers["x-server-id"], "3", "{backend}");
+    }
+}
+
+#[test]
+fn request_trailers_reach_the_backend() {
+    let s = serve(1, &[]);
+    for backend in [s.addr().to_string(), format!("h2c://{}", s.addr())] {
+        let lb = balance_to(&backend, &["--workers", "1", "--interval", "1h"]);
+        let resp = raw(
+            lb.addr(),
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\
+              Connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
+        );
+        let r = parse_response(&resp, false).unwrap();
+        assert_eq!(r.status, 200, "{backend}: {}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["body_len"], 5, "{backend}: {v}");
+        assert_eq!(v["trailers"]["x-sum"], "42", "{backend}: {v}");
+        assert_eq!(v["headers"]["trailer"], "x-sum", "{backend}: {v}");
+    }
+}
+
 #[test]
 fn a_websocket_round_trip_over_the_tls_listener() {
     use futures_util::{SinkExt, StreamExt};
@@ -807,6 +886,24 @@ fn an_https_backend_is_verified_with_backend_cacert_and_spoken_to_in_h2() {
     assert_eq!((r.status, r.header("x-server-id")), (200, Some("7")));
 }
 
+/// `n` requests for `/echo` through `addr` at once, each from its own client: every one must be
+/// answered 200 by an HTTP/2 backend. Returns the backend connections (`x-connection`) they
+/// came on.
+fn echo_h2_connections(addr: SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/echo", &[], b"")))
+        .collect();
+    let mut conns = std::collections::BTreeSet::new();
+    for c in clients {
+        let r = c.join().unwrap().expect("an answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["version"], "HTTP/2.0", "{v}");
+        conns.insert(r.header("x-connection").expect("x-connection").to_string());
+    }
+    conns
+}
+
 #[test]
 fn http2_backends_multiplex_concurrent_requests_over_one_connection() {
     let ca = TestCa::new("mux");
@@ -834,24 +931,39 @@ fn http2_backends_multiplex_concurrent_requests_over_one_connection() {
                 "1h",
             ],
         );
-        let addr = lb.addr();
-        let clients: Vec<_> = (0..50)
-            .map(|_| std::thread::spawn(move || request(addr, "GET", "/echo", &[], b"")))
-            .collect();
-        let mut conns = std::collections::BTreeSet::new();
-        for c in clients {
-            let r = c.join().unwrap().expect("an answer");
-            assert_eq!(r.status, 200, "{backend}: {}", r.text());
-            let v: Value = serde_json::from_slice(&r.body).unwrap();
-            assert_eq!(v["version"], "HTTP/2.0", "{backend}: {v}");
-            conns.insert(r.header("x-connection").expect("x-connection").to_string());
-        }
+        let conns = echo_h2_connections(lb.addr(), 50);
         assert!(
             conns.len() <= 2,
             "{backend}: 50 requests came on {} connections: {conns:?}",
             conns.len()
         );
     }
+}
+
+#[test]
+fn a_saturated_http2_backend_connection_gets_company() {
+    // Four streams per connection, each request held 300 ms: twenty at once need five.
+    let s = serve(1, &["--delay", "300ms", "--max-streams", "4"]);
+    let lb = balance_to(
+        &format!("h2c://{}", s.addr()),
+        &["--workers", "1", "--interval", "1h"],
+    );
+    // A first request opens the connection and lets it learn the backend's limit.
+    echo_h2_connections(lb.addr(), 1);
+    let conns = echo_h2_connections(lb.addr(), 20);
+    assert!(
+        conns.len() > 1,
+        "twenty requests at once shared one connection of four streams: {conns:?}"
+    );
+    // One stream per connection: a worker opens at most eight, and requests beyond them wait.
+    let s = serve(2, &["--delay", "300ms", "--max-streams", "1"]);
+    let lb = balance_to(
+        &format!("h2c://{}", s.addr()),
+        &["--workers", "1", "--interval", "1h"],
+    );
+    echo_h2_connections(lb.addr(), 1);
+    let conns = echo_h2_connections(lb.addr(), 12);
+    assert!((2..=8).contains(&conns.len()), "{conns:?}");
 }
 
 #[test]

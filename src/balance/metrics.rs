@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, Response, Uri};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::access_log::{AccessLog, Entry, X_REQUEST_ID};
+use super::Stats;
 use crate::core::backend::{status_class, Backend, LATENCY_BUCKETS};
 use crate::core::pool::Pool;
 
@@ -23,8 +24,6 @@ use crate::core::pool::Pool;
 pub struct Metrics {
     /// Responses sent to clients, by status class (index 0 is 1xx … 4 is 5xx).
     pub responses: [AtomicU64; 5],
-    /// Extra attempts at backends beyond the first, summed over requests.
-    pub retries: AtomicU64,
     /// Client connections open now.
     pub client_connections: AtomicU64,
     /// Client connections accepted since start.
@@ -36,17 +35,22 @@ pub struct Metrics {
 pub struct Telemetry {
     /// Counters.
     pub metrics: Metrics,
+    /// The policy counters (the balancer's own `Stats`): an exchange adds its retries there,
+    /// the one count `lbx_retries_total` and the shutdown summary both show.
+    pub stats: Arc<Stats>,
     /// The access log, when `--access-log` is on.
     pub access_log: Option<AccessLog>,
 }
 
-/// Which backend answered and after how many attempts; `proxy::forward` (or the tunnel) hands
-/// it to [`Arrival::finish`] for [`Metered`] to record.
+/// The last backend a request reached, after how many attempts, and whether it answered;
+/// `proxy::forward` (or the tunnel) hands it to [`Arrival::finish`] for [`Metered`] to record.
 pub struct Served {
-    /// The backend that answered.
+    /// The backend the last attempt reached.
     pub backend: Arc<Backend>,
-    /// Attempts made, this one included.
+    /// Attempts that reached a backend, the last included; each after the first is a retry.
     pub attempts: u32,
+    /// The client got that backend's response (not the balancer's own 502 or 504).
+    pub answered: bool,
 }
 
 /// Counts an open client connection until dropped (one per connection's service).
@@ -141,9 +145,12 @@ impl Exchange {
             m.responses[c].fetch_add(1, Relaxed);
         }
         if let Some(s) = &self.served {
-            s.backend.ops.record_response(self.status, elapsed);
+            if s.answered {
+                s.backend.ops.record_response(self.status, elapsed);
+            }
             if s.attempts > 1 {
-                m.retries.fetch_add(u64::from(s.attempts - 1), Relaxed);
+                let retries = &self.tel.stats.retries;
+                retries.fetch_add(u64::from(s.attempts - 1), Relaxed);
             }
         }
         if let Some(log) = &self.tel.access_log {
@@ -329,8 +336,8 @@ pub fn render(t: &Telemetry, pool: &Pool) -> String {
         (
             "lbx_retries_total",
             "counter",
-            "Extra attempts at backends beyond the first.",
-            m.retries.load(Relaxed),
+            "Attempts at backends beyond a request's first, whether it then succeeded or not.",
+            t.stats.retries.load(Relaxed),
         ),
         (
             "lbx_client_connections",

@@ -332,6 +332,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
     let stats = Arc::new(Stats::default());
     let telemetry = Arc::new(metrics::Telemetry {
         metrics: Default::default(),
+        stats: stats.clone(),
         access_log: match &cfg.ops.access_log {
             Some(c) => Some(access_log::AccessLog::start(c)?),
             None => None,
@@ -363,6 +364,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
         grace: cfg.grace,
         // Without --tls-port the main listener serves TLS.
         tls: tls.clone().filter(|_| tls_addr == Some(addr)),
+        max_streams: None,
     };
     let reload_shared = shared.clone();
     let tls_opts = ConnOptions {

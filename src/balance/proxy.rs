@@ -92,16 +92,19 @@ fn is_fixed_hop(n: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names, and
 /// the fixed list. Used in both directions. One scan over the names finds what is there, so a
-/// message without hop-by-hop headers costs no hashed lookups.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let (mut conn, mut fixed) = (false, false);
+/// message without hop-by-hop headers costs no hashed lookups. Returns whether a `TE` header
+/// (removed with the rest) listed `trailers`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) -> bool {
+    let (mut conn, mut fixed, mut te) = (false, false, false);
     for k in h.keys() {
         if k == header::CONNECTION {
             conn = true;
         } else if is_fixed_hop(k) {
             fixed = true;
+            te |= k == header::TE;
         }
     }
+    let trailers = te && crate::core::server::takes_trailers(h);
     if conn {
         // Fast path: a lone `keep-alive` or `close` (what most peers send) names no header.
         let mut values = h.get_all(header::CONNECTION).iter();
@@ -136,6 +139,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
+    trailers
 }
 
 /// The client of one connection: its address, and its IP ready for X-Forwarded-For (formatted
@@ -192,8 +196,15 @@ fn add_forwarded(parts: &mut Parts, peer: &Peer) {
 
 /// Rewrites the client's request head for a backend: origin-form target, Host kept (or taken
 /// from an absolute-form target), HTTP/1.1, hop-by-hop headers out, X-Forwarded-* in.
+/// `TE: trailers` is passed on when the client's `TE` listed it: the client takes trailers, and
+/// the balancer forwards them, so the backend may send them (RFC 9110 §10.1.4; hyper's servers
+/// send none without it, and HTTP/2 ones such as gRPC's require it).
 pub(super) fn prepare(parts: &mut Parts, peer: &Peer) {
-    strip_hop_by_hop(&mut parts.headers);
+    if strip_hop_by_hop(&mut parts.headers) {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(authority) = parts.uri.authority() {
         // Absolute-form: the target's authority overrides Host (RFC 9112 §3.2.2).
         if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
@@ -283,8 +294,9 @@ pub async fn handle(
 }
 
 /// Forwards one client request to a backend.
-/// `served` receives the backend that answered (a plain out-parameter: response extensions
-/// would allocate a type map per request).
+/// `served` receives the last backend the request reached and the attempts made, whether it
+/// answered or failed (a plain out-parameter: response extensions would allocate a type map
+/// per request).
 pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
@@ -362,10 +374,12 @@ pub async fn forward(
     w.budget.borrow_mut().deposit();
     let track_latency = policy.algorithm.needs_latency();
     let candidates = shared.pool.pick(key, &mut w.rng.borrow_mut());
-    // Attempts that reached a backend and failed there; each after the first is a retry.
+    // Attempts that reached a backend and failed there.
     let mut tries = 0u32;
     let mut paid = 0u32; // failures a retry has been granted for
     let mut last_failure: Option<Failure> = None;
+    // Attempts that reached a backend (each after the first is a retry, counted with the
+    // exchange when its response ends).
     let mut attempts = 0u32;
     for backend in candidates {
         if let Some(f) = last_failure.filter(|_| paid < tries) {
@@ -380,7 +394,6 @@ pub async fn forward(
                 return Ok(failure_response(f, tries));
             }
             paid = tries;
-            shared.stats.retries.fetch_add(1, Relaxed);
         }
         // Two tries per backend: a pooled connection the backend had already closed (the
         // request unsent) is replaced by a fresh one.
@@ -395,18 +408,12 @@ pub async fn forward(
                 },
             };
             let checkout = if fresh {
-                w.conns
-                    .connect(&shared.dialer, &backend)
-                    .await
-                    .map(|conn| (conn, false))
+                w.conns.connect(&shared.dialer, &backend).await
             } else {
-                w.conns
-                    .checkout(&shared.dialer, &backend)
-                    .await
-                    .map(|c| (c.conn, c.reused))
+                w.conns.checkout(&shared.dialer, &backend).await
             };
-            let (mut conn, reused) = match checkout {
-                Ok(c) => c,
+            let (mut conn, reused, stream) = match checkout {
+                Ok(c) => (c.conn, c.reused && !fresh, c.stream),
                 Err(e) => {
                     mark_down(&backend, &e);
                     pending = Some(req);
@@ -422,11 +429,20 @@ pub async fn forward(
             let h2 = conn.is_h2();
             fit(&mut req, h2, &backend);
             backend.requests.fetch_add(1, Relaxed);
-            attempts += 1;
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
             let sent =
                 tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
+            // Unless the connection handed it back unsent, the request reached this backend:
+            // an attempt, whatever comes of it.
+            if !matches!(&sent, Ok(Err(e)) if e.message().is_some()) {
+                attempts += 1;
+                *served = Some(Served {
+                    backend: backend.clone(),
+                    attempts,
+                    answered: false,
+                });
+            }
             match sent {
                 Ok(Ok(resp)) => {
                     if resp.status().is_server_error() {
@@ -444,15 +460,14 @@ pub async fn forward(
                         // An HTTP/1.1 client gets an HTTP/1.1 status line.
                         rparts.version = Version::HTTP_11;
                     }
-                    *served = Some(Served {
-                        backend: backend.clone(),
-                        attempts,
-                    });
+                    if let Some(s) = served {
+                        s.answered = true;
+                    }
                     let body = UpstreamBody::new(
                         rbody,
                         w.conns.clone(),
                         backend.id,
-                        conn,
+                        (conn, stream),
                         in_flight,
                         policy.response_timeout,
                     );
@@ -576,6 +591,26 @@ mod tests {
         assert_eq!(parts.uri, "/p");
         assert_eq!(parts.headers["host"], "example.com");
         assert_eq!(parts.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn te_goes_but_its_trailers_is_passed_on() {
+        for (te, connection, kept) in [
+            ("gzip, Trailers", Some("TE"), Some("trailers")),
+            ("trailers", None, Some("trailers")),
+            ("gzip", Some("te"), None),
+            ("trailersx", None, None),
+        ] {
+            let mut req = Request::builder().uri("/").header("te", te);
+            if let Some(c) = connection {
+                req = req.header("connection", c);
+            }
+            let (mut parts, _) = req.body(()).unwrap().into_parts();
+            prepare(&mut parts, &Peer::new("192.0.2.7:5555".parse().unwrap()));
+            let got = parts.headers.get_all("te").iter().collect::<Vec<_>>();
+            assert_eq!(got, kept.into_iter().collect::<Vec<_>>(), "{te}");
+            assert!(!parts.headers.contains_key("connection"));
+        }
     }
 
     #[test]

@@ -190,6 +190,11 @@ pub async fn open(
         }
         backend.requests.fetch_add(1, Relaxed);
         let in_flight = InFlight::new(backend.clone());
+        *served = Some(Served {
+            backend: backend.clone(),
+            attempts: 1,
+            answered: false,
+        });
         let mut resp =
             match tokio::time::timeout(policy.response_timeout, tx.send_request(req)).await {
                 Ok(Ok(r)) => r,
@@ -208,10 +213,9 @@ pub async fn open(
         } else {
             backend.record_success();
         }
-        *served = Some(Served {
-            backend: backend.clone(),
-            attempts: 1,
-        });
+        if let Some(s) = served {
+            s.answered = true;
+        }
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // The backend declined: pass its answer on.
             let (mut rparts, rbody) = resp.into_parts();

@@ -1,10 +1,12 @@
 //! Per-worker connections to backends. Each worker owns its pool outright (no lock, no
 //! atomics). HTTP/1.1 connections carry one request at a time and go back to their worker's
 //! pool when the response body ends. An HTTP/2 backend (`h2c://`, or `https://` whose ALPN
-//! chose h2) gets one connection per worker that carries all of that worker's requests to it at
-//! once: concurrent requests wait for the same dial, and a closed connection is replaced.
+//! chose h2) gets a few connections per worker that carry all of that worker's requests to it
+//! at once: each as many as the backend allows (its `SETTINGS_MAX_CONCURRENT_STREAMS`), and
+//! another is opened when those are all at their limit, up to [`MAX_H2_CONNS`]. Concurrent
+//! requests wait for the same dial, and closed connections are replaced.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
@@ -23,7 +25,8 @@ use tokio::sync::Notify;
 use crate::core::addr::Scheme;
 use crate::core::backend::Backend;
 use crate::core::client::{
-    classify, handshake, handshake_any, ConnectError, Dialer, ErrorKind, Sender,
+    classify, handshake, handshake_h2_local, speaks_h2, ConnectError, Dialer, ErrorKind, H2Peer,
+    Sender,
 };
 
 /// The body lbx sends upstream: the client's streaming body (cut off at `--max-body`), or a
@@ -36,6 +39,14 @@ pub type Conn = Sender<UpBody>;
 /// Idle connections kept per backend per worker.
 const MAX_IDLE: usize = 64;
 
+/// Most HTTP/2 connections a worker keeps to one backend. Past them, a request goes on the
+/// connection with the fewest streams open and waits there (in hyper) for a free one.
+pub const MAX_H2_CONNS: usize = 8;
+
+/// After a failed dial for an extra HTTP/2 connection, how long requests make do with the
+/// connections there are before another is tried.
+const GROW_BACKOFF: Duration = Duration::from_secs(1);
+
 /// One worker's backend connections, keyed by backend id.
 #[derive(Default)]
 pub struct ConnPool {
@@ -47,12 +58,93 @@ pub struct ConnPool {
 
 /// A backend that may speak HTTP/2, as one worker knows it.
 enum Multiplexed {
-    /// Its first connection (or a replacement) is being opened; requests wait for it.
+    /// Its first connection (or a replacement for them all) is being opened; requests wait for
+    /// it.
     Dialing(Rc<Dial>),
-    /// The HTTP/2 connection every request shares.
-    H2(http2::SendRequest<UpBody>),
+    /// The HTTP/2 connections requests share.
+    H2(H2Set),
     /// TLS ALPN chose HTTP/1.1: its connections are pooled one request at a time.
     Http1,
+}
+
+/// One worker's HTTP/2 connections to a backend.
+struct H2Set {
+    conns: Vec<H2Conn>,
+    /// Another connection being opened (every open one was at its limit); requests wait for it.
+    growing: Option<Rc<Dial>>,
+    /// When the last dial for another connection failed.
+    grow_failed: Option<Instant>,
+}
+
+/// An HTTP/2 connection and the streams this worker has open on it.
+struct H2Conn {
+    tx: http2::SendRequest<UpBody>,
+    /// Requests on it from their send until their response body ends (or is dropped).
+    open: Rc<Cell<usize>>,
+    /// How many the backend allows at once.
+    peer: H2Peer<UpBody>,
+}
+
+impl H2Conn {
+    fn has_room(&self) -> bool {
+        self.open.get() < self.peer.max_streams()
+    }
+
+    /// A stream's place on it, for one request.
+    fn take(&self, reused: bool) -> Checkout {
+        self.open.set(self.open.get() + 1);
+        Checkout {
+            conn: Sender::H2(self.tx.clone()),
+            reused,
+            stream: Some(StreamSlot(self.open.clone())),
+        }
+    }
+}
+
+/// What a request to an HTTP/2 backend does next.
+enum Step {
+    /// Goes on this connection.
+    Use(Checkout),
+    /// Waits for a dial under way (the backend's first connection: fails with it).
+    Wait { dial: Rc<Dial>, first: bool },
+    /// Opens the backend's first connection, or a replacement for them all.
+    DialFirst,
+    /// Opens another connection (marked as under way in the set).
+    Grow(Rc<Dial>),
+}
+
+impl H2Set {
+    /// Drops closed connections; then the first with a free stream, else a dial (one at a time,
+    /// up to [`MAX_H2_CONNS`], none for a while after one failed), else the least busy.
+    fn next(&mut self) -> Step {
+        self.conns.retain(|c| !c.tx.is_closed());
+        if let Some(c) = self.conns.iter().find(|c| c.has_room()) {
+            return Step::Use(c.take(true));
+        }
+        if let Some(dial) = &self.growing {
+            return Step::Wait {
+                dial: dial.clone(),
+                first: false,
+            };
+        }
+        if self.conns.is_empty() {
+            return Step::DialFirst;
+        }
+        let backing_off = self.grow_failed.is_some_and(|t| t.elapsed() < GROW_BACKOFF);
+        if self.conns.len() < MAX_H2_CONNS && !backing_off {
+            let dial = Rc::new(Dial::default());
+            self.growing = Some(dial.clone());
+            return Step::Grow(dial);
+        }
+        Step::Use(self.least_busy().expect("not empty").take(true))
+    }
+
+    fn least_busy(&self) -> Option<&H2Conn> {
+        self.conns
+            .iter()
+            .filter(|c| !c.tx.is_closed())
+            .min_by_key(|c| c.open.get())
+    }
 }
 
 /// A dial that other requests wait for.
@@ -63,8 +155,9 @@ struct Dial {
     failed: RefCell<Option<(ErrorKind, String)>>,
 }
 
-/// Ends a shared dial however it ends (completed, failed or cancelled with its request): the
-/// `Dialing` mark goes unless the dial replaced it, and the waiters wake.
+/// Ends a shared dial however it ends (completed, failed or cancelled with its request): its
+/// mark (`Dialing`, or an `H2Set`'s `growing`) goes unless the dial replaced it, and the
+/// waiters wake.
 struct DialDone<'a> {
     pool: &'a ConnPool,
     id: u64,
@@ -74,12 +167,27 @@ struct DialDone<'a> {
 impl Drop for DialDone<'_> {
     fn drop(&mut self) {
         let mut shared = self.pool.shared.borrow_mut();
-        if let Some(Multiplexed::Dialing(d)) = shared.get(&self.id) {
-            if Rc::ptr_eq(d, &self.dial) {
+        let ours = |d: &Rc<Dial>| Rc::ptr_eq(d, &self.dial);
+        match shared.get_mut(&self.id) {
+            Some(Multiplexed::Dialing(d)) if ours(d) => {
                 shared.remove(&self.id);
             }
+            Some(Multiplexed::H2(set)) if set.growing.as_ref().is_some_and(ours) => {
+                set.growing = None;
+            }
+            _ => {}
         }
         self.dial.done.notify_waiters();
+    }
+}
+
+/// Holds a request's stream on an HTTP/2 connection (counted against the backend's limit) until
+/// dropped.
+pub struct StreamSlot(Rc<Cell<usize>>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
@@ -90,6 +198,8 @@ pub struct Checkout {
     /// True when it was idle in the pool or is a shared HTTP/2 one (it may have been closed by
     /// the backend meanwhile).
     pub reused: bool,
+    /// The request's stream, on an HTTP/2 connection.
+    pub stream: Option<StreamSlot>,
 }
 
 fn handshake_failed(e: hyper::Error) -> ConnectError {
@@ -100,7 +210,7 @@ fn handshake_failed(e: hyper::Error) -> ConnectError {
 }
 
 impl ConnPool {
-    /// A connection to `backend` for one request: its shared HTTP/2 connection, else an idle
+    /// A connection to `backend` for one request: one of its HTTP/2 connections, else an idle
     /// HTTP/1.1 one that is still open, else a new one.
     pub async fn checkout(
         &self,
@@ -119,74 +229,118 @@ impl ConnPool {
             // Ready at once for an idle connection; waits only while the previous response's
             // end is still being processed by the connection task.
             if conn.ready().await.is_ok() {
-                return Ok(Checkout { conn, reused: true });
+                return Ok(Checkout {
+                    conn,
+                    reused: true,
+                    stream: None,
+                });
             }
         }
-        self.fresh(dialer, backend).await.map(|conn| Checkout {
-            conn,
-            reused: false,
-        })
+        self.fresh(dialer, backend).await
     }
 
-    /// A connection not taken from the idle pool: a new HTTP/1.1 one, or the backend's shared
-    /// HTTP/2 connection once any closed one has been replaced.
-    pub async fn connect(&self, dialer: &Dialer, backend: &Backend) -> Result<Conn, ConnectError> {
+    /// A connection not taken from the idle pool: a new HTTP/1.1 one, or one of the backend's
+    /// HTTP/2 connections once any closed one has been replaced.
+    pub async fn connect(
+        &self,
+        dialer: &Dialer,
+        backend: &Backend,
+    ) -> Result<Checkout, ConnectError> {
         if backend.target.scheme != Scheme::Http {
             if let Some(c) = self.multiplexed(dialer, backend).await? {
-                return Ok(c.conn);
+                return Ok(c);
             }
         }
         self.fresh(dialer, backend).await
     }
 
     /// A new connection: HTTP/1.1 to an `http://` backend, otherwise whatever the scheme and
-    /// ALPN call for (remembered for the next request).
-    async fn fresh(&self, dialer: &Dialer, backend: &Backend) -> Result<Conn, ConnectError> {
+    /// ALPN call for (remembered for the next request; an HTTP/2 one joins the backend's set).
+    async fn fresh(&self, dialer: &Dialer, backend: &Backend) -> Result<Checkout, ConnectError> {
         let (stream, _) = dialer.dial(&backend.target).await?;
-        if backend.target.scheme == Scheme::Http {
-            return handshake(stream)
-                .await
-                .map(Sender::H1)
-                .map_err(handshake_failed);
+        if !speaks_h2(&stream, &backend.target) {
+            let conn = handshake(stream).await.map_err(handshake_failed)?;
+            if backend.target.scheme != Scheme::Http {
+                self.shared
+                    .borrow_mut()
+                    .insert(backend.id, Multiplexed::Http1);
+            }
+            return Ok(Checkout {
+                conn: Sender::H1(conn),
+                reused: false,
+                stream: None,
+            });
         }
-        let conn = handshake_any(stream, &backend.target)
+        // Another connection to a backend that has told its limit on the others assumes the
+        // same until it hears it: more streams would be refused.
+        let known = match self.shared.borrow().get(&backend.id) {
+            Some(Multiplexed::H2(set)) => set.conns.iter().map(|c| c.peer.max_streams()).max(),
+            _ => None,
+        };
+        let (tx, peer) = handshake_h2_local(stream, known)
             .await
             .map_err(handshake_failed)?;
-        let known = match &conn {
-            Sender::H2(tx) => Multiplexed::H2(tx.clone()),
-            Sender::H1(_) => Multiplexed::Http1,
+        let conn = H2Conn {
+            tx,
+            open: Rc::default(),
+            peer,
         };
-        self.shared.borrow_mut().insert(backend.id, known);
-        Ok(conn)
+        let checkout = conn.take(false);
+        let mut shared = self.shared.borrow_mut();
+        match shared.get_mut(&backend.id) {
+            Some(Multiplexed::H2(set)) => set.conns.push(conn),
+            _ => {
+                let set = H2Set {
+                    conns: vec![conn],
+                    growing: None,
+                    grow_failed: None,
+                };
+                shared.insert(backend.id, Multiplexed::H2(set));
+            }
+        }
+        Ok(checkout)
     }
 
-    /// The shared HTTP/2 connection of a backend that may speak HTTP/2, opened (by one request
-    /// while the others wait) when there is none or it has closed; `None` once the backend is
-    /// known to have chosen HTTP/1.1.
+    /// A stream on one of the HTTP/2 connections of a backend that may speak HTTP/2: opening
+    /// the first (by one request while the others wait) when there is none open, and another
+    /// when all are at their limit; `None` once the backend is known to have chosen HTTP/1.1.
     async fn multiplexed(
         &self,
         dialer: &Dialer,
         backend: &Backend,
     ) -> Result<Option<Checkout>, ConnectError> {
         loop {
-            let wait = match self.shared.borrow().get(&backend.id) {
-                Some(Multiplexed::H2(tx)) if !tx.is_closed() => {
-                    return Ok(Some(Checkout {
-                        conn: Sender::H2(tx.clone()),
-                        reused: true,
-                    }))
-                }
+            let step = match self.shared.borrow_mut().get_mut(&backend.id) {
                 Some(Multiplexed::Http1) => return Ok(None),
-                Some(Multiplexed::Dialing(d)) => Some(d.clone()),
-                Some(Multiplexed::H2(_)) | None => None,
+                Some(Multiplexed::Dialing(d)) => Step::Wait {
+                    dial: d.clone(),
+                    first: true,
+                },
+                Some(Multiplexed::H2(set)) => set.next(),
+                None => Step::DialFirst,
             };
-            let Some(dial) = wait else { break };
-            dial.done.notified().await;
-            let failed = dial.failed.borrow().clone();
-            if let Some((kind, detail)) = failed {
-                return Err(ConnectError { kind, detail });
+            match step {
+                Step::Use(c) => return Ok(Some(c)),
+                Step::Wait { dial, first } => {
+                    dial.done.notified().await;
+                    let failed = dial.failed.borrow().clone();
+                    if let (true, Some((kind, detail))) = (first, failed) {
+                        return Err(ConnectError { kind, detail });
+                    }
+                }
+                Step::DialFirst => return self.dial_first(dialer, backend).await.map(Some),
+                Step::Grow(dial) => return self.grow(dialer, backend, dial).await.map(Some),
             }
         }
+    }
+
+    /// Opens a backend's first HTTP/2 connection (or its ALPN says HTTP/1.1) while requests
+    /// that come meanwhile wait, and fail with it if it fails.
+    async fn dial_first(
+        &self,
+        dialer: &Dialer,
+        backend: &Backend,
+    ) -> Result<Checkout, ConnectError> {
         let dial = Rc::new(Dial::default());
         self.shared
             .borrow_mut()
@@ -201,12 +355,32 @@ impl ConnPool {
             *dial.failed.borrow_mut() = Some((e.kind, e.detail.clone()));
         }
         drop(done);
-        conn.map(|conn| {
-            Some(Checkout {
-                conn,
-                reused: false,
-            })
-        })
+        conn
+    }
+
+    /// Opens another HTTP/2 connection to a backend whose open ones are all at their limit.
+    /// If it cannot be opened, the request goes on the least busy open one.
+    async fn grow(
+        &self,
+        dialer: &Dialer,
+        backend: &Backend,
+        dial: Rc<Dial>,
+    ) -> Result<Checkout, ConnectError> {
+        let done = DialDone {
+            pool: self,
+            id: backend.id,
+            dial,
+        };
+        let conn = self.fresh(dialer, backend).await;
+        let fallback = match (&conn, self.shared.borrow_mut().get_mut(&backend.id)) {
+            (Err(_), Some(Multiplexed::H2(set))) => {
+                set.grow_failed = Some(Instant::now());
+                set.least_busy().map(|c| c.take(true))
+            }
+            _ => None,
+        };
+        drop(done);
+        fallback.map_or(conn, Ok)
     }
 
     fn pop(&self, id: u64) -> Option<Conn> {
@@ -256,6 +430,7 @@ pub struct UpstreamBody {
     inner: Incoming,
     release: Option<(Rc<ConnPool>, u64, Conn)>,
     _in_flight: InFlight,
+    _stream: Option<StreamSlot>,
     read_timeout: Duration,
     /// Made on the first stall and re-armed on later ones: a body that flows costs no timer.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -276,12 +451,12 @@ impl std::error::Error for BodyStalled {}
 
 impl UpstreamBody {
     /// Wraps `inner`, returning an HTTP/1.1 `conn` to `pool` when it has been read to the end
-    /// (a shared HTTP/2 one stays where it is).
+    /// (a shared HTTP/2 one stays where it is, its `stream` held until this is dropped).
     pub fn new(
         inner: Incoming,
         pool: Rc<ConnPool>,
         backend_id: u64,
-        conn: Conn,
+        (conn, stream): (Conn, Option<StreamSlot>),
         in_flight: InFlight,
         read_timeout: Duration,
     ) -> Self {
@@ -289,6 +464,7 @@ impl UpstreamBody {
             inner,
             release: (!conn.is_h2()).then_some((pool, backend_id, conn)),
             _in_flight: in_flight,
+            _stream: stream,
             read_timeout,
             stall: None,
             stalled: false,

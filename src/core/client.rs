@@ -2,10 +2,12 @@
 //! HTTP/1.1 and HTTP/2 handshakes. `balance`, `bench`, `check` and the prober all connect through
 //! [`Dialer`]; [`handshake_any`] speaks whichever version the target and ALPN call for.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -416,6 +418,56 @@ where
     Ok(tx)
 }
 
+/// hyper's handle on an HTTP/2 connection (the task that dispatches its requests).
+type H2Task<B> = http2::Connection<TokioIo<Stream>, B, TokioExecutor>;
+
+/// What a client knows of its HTTP/2 peer, through the connection's dispatch task (which
+/// [`handshake_h2_local`] drives).
+pub struct H2Peer<B>(Rc<RefCell<Pin<Box<H2Task<B>>>>>)
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>;
+
+impl<B> H2Peer<B>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// How many concurrent streams the peer allows (`SETTINGS_MAX_CONCURRENT_STREAMS`) as the
+    /// connection knows it now: the handshake's assumption until the peer's SETTINGS arrive.
+    pub fn max_streams(&self) -> usize {
+        self.0.borrow().current_max_send_streams()
+    }
+}
+
+/// Like [`handshake_h2`], and also returns the [`H2Peer`] that tells how many concurrent
+/// streams the peer allows: `assumed` (hyper's 100 when `None`) until its SETTINGS arrive,
+/// streams beyond it waiting in hyper meanwhile. hyper's sender does not tell that; the
+/// connection's dispatch task does, so it is driven by a local task (call this inside a
+/// `LocalSet`) that shares it.
+pub async fn handshake_h2_local<B>(
+    stream: Stream,
+    assumed: Option<usize>,
+) -> Result<(http2::SendRequest<B>, H2Peer<B>), hyper::Error>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .initial_max_send_streams(assumed)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    let task = Rc::new(RefCell::new(Box::pin(conn)));
+    let driven = task.clone();
+    tokio::task::spawn_local(async move {
+        let _ = std::future::poll_fn(|cx| driven.borrow_mut().as_mut().poll(cx)).await;
+    });
+    Ok((tx, H2Peer(task)))
+}
+
 /// An HTTP connection of either version: what [`handshake_any`] made of a dialed stream.
 pub enum Sender<B> {
     /// HTTP/1.1: one request at a time.
@@ -484,19 +536,25 @@ pub fn to_h2<T>(req: &mut Request<T>, target: &Target) {
     *req.version_mut() = Version::HTTP_2;
 }
 
-/// Starts the HTTP version `target` and the dialed stream call for: HTTP/2 for `h2c://` and
-/// when TLS ALPN chose `h2`, HTTP/1.1 otherwise. Either connection is driven by a spawned task.
+/// Starts the HTTP version `target` and the dialed stream call for (see [`speaks_h2`]). Either
+/// connection is driven by a spawned task.
 pub async fn handshake_any<B>(stream: Stream, target: &Target) -> Result<Sender<B>, hyper::Error>
 where
     B: Body + Unpin + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if target.is_h2c() || stream.alpn_h2() {
+    if speaks_h2(&stream, target) {
         handshake_h2(stream).await.map(Sender::H2)
     } else {
         handshake(stream).await.map(Sender::H1)
     }
+}
+
+/// True when a dialed stream is to speak HTTP/2: to an `h2c://` target, or when TLS ALPN chose
+/// `h2`; HTTP/1.1 otherwise.
+pub fn speaks_h2(stream: &Stream, target: &Target) -> bool {
+    target.is_h2c() || stream.alpn_h2()
 }
 
 fn build_tls(opts: &TlsOptions, alpn: Alpn) -> Result<rustls::ClientConfig, String> {

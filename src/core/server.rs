@@ -167,6 +167,16 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
+/// True when a request's `TE` lists `trailers` (RFC 9110 §10.1.4): its client takes trailer
+/// fields.
+pub fn takes_trailers(h: &http::HeaderMap) -> bool {
+    h.get_all(http::header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
 /// A TLS server configuration that a reload may swap (new certificate files).
 pub type TlsConfig = Arc<ArcSwap<rustls::ServerConfig>>;
 
@@ -263,6 +273,8 @@ pub struct ConnOptions {
     pub grace: Duration,
     /// Terminate TLS on this listener (the handshake counts against `header_timeout`).
     pub tls: Option<TlsConfig>,
+    /// Concurrent streams an HTTP/2 client may open per connection (hyper's 200 when unset).
+    pub max_streams: Option<u32>,
 }
 
 impl Default for ConnOptions {
@@ -271,6 +283,7 @@ impl Default for ConnOptions {
             limits: Arc::default(),
             grace: Duration::from_secs(10),
             tls: None,
+            max_streams: None,
         }
     }
 }
@@ -314,7 +327,7 @@ struct Builders {
 }
 
 impl Builders {
-    fn new(limits: &ConnLimits) -> Builders {
+    fn new(limits: &ConnLimits, max_streams: Option<u32>) -> Builders {
         let keep_alive = limits.keep_alive();
         // The keep-alive time is enforced by the connection's own timer (`conn::Conn`).
         let mut h1 = http1::Builder::new();
@@ -332,6 +345,9 @@ impl Builders {
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEAD as u32);
+        if let Some(n) = max_streams {
+            auto.http2().max_concurrent_streams(n);
+        }
         Builders {
             auto: Rc::new(auto),
             h1: Rc::new(h1),
@@ -374,7 +390,7 @@ pub async fn accept_loop<M, S, B>(
     };
     let settings = &opts.limits;
     let mut limits = settings.get();
-    let mut builders = Builders::new(&limits);
+    let mut builders = Builders::new(&limits, opts.max_streams);
     let slots = Rc::new(Slots::default());
     loop {
         if !slots.room(settings, &mut shutdown).await {
@@ -404,7 +420,7 @@ pub async fn accept_loop<M, S, B>(
         let now = settings.current.load();
         if !Arc::ptr_eq(&*now, &limits) {
             limits = arc_swap::Guard::into_inner(now);
-            builders = Builders::new(&limits);
+            builders = Builders::new(&limits, opts.max_streams);
         }
         let _ = stream.set_nodelay(true);
         slots.open.set(slots.open.get() + 1);
