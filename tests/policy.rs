@@ -195,7 +195,7 @@ fn a_get_is_retried_but_a_post_is_not() {
         "each POST the backend dropped is a 502, not a retry: {posts:?}"
     );
     // Every GET and PUT the backend dropped was retried, and counted.
-    let retried = format!("retried {dropped} requests");
+    let retried = format!("{dropped} retries");
     let log = shutdown_log(&mut lb);
     assert!(
         log.iter().any(|l| l.contains(&retried)),

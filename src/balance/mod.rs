@@ -635,7 +635,7 @@ pub fn run(args: BalanceArgs) -> anyhow::Result<ExitCode> {
     let stats = handle.stats.clone();
     handle.stop();
     term::info(&format!(
-        "retried {} requests, ejected backends {} times, rate-limited {} requests",
+        "{} retries, ejected backends {} times, rate-limited {} requests",
         stats.retries.load(Relaxed),
         stats.ejections.load(Relaxed),
         stats.rate_limited.load(Relaxed)
