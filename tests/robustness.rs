@@ -468,3 +468,43 @@ fn a_head_trickled_across_parks_is_cut_off() {
     }
     assert_cut_off(&mut c);
 }
+
+// RFC 9112 §9.3 and Appendix C.2.2: an HTTP/1.0 client gets an HTTP/1.0 answer it can read
+// (no chunked framing: the body ends when the connection closes), and keep-alive only when it
+// asks for it.
+#[test]
+fn http10_clients_get_http10_framing_and_keep_alive_only_when_asked() {
+    let chunked = canned_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let lb = balance(&[chunked], &["--workers", "1"]);
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out)
+        .expect("closed after the answer, not left open");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nhello world"), "{text}");
+
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for round in 0..2 {
+        c.write_all(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut c);
+        assert!(r.starts_with("HTTP/1.0 200"), "round {round}: {r}");
+        assert!(
+            r.to_ascii_lowercase().contains("connection: keep-alive"),
+            "round {round}: {r}"
+        );
+    }
+}
