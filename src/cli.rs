@@ -123,6 +123,27 @@ pub(crate) fn per_second(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An upgrade protocol name as the `Upgrade` header carries it (an RFC 9110 token, optionally
+/// `/version`), e.g. `foo` or `foo/2`.
+pub(crate) fn upgrade_name(s: &str) -> Result<String, String> {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let ok = match s.split_once('/') {
+        Some((name, version)) => token(name) && token(version),
+        None => token(s),
+    };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not an upgrade protocol name (a token such as foo or foo/2)"
+        ))
+    }
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
@@ -363,7 +384,7 @@ pub struct BalanceArgs {
     pub tunnel_timeout: Duration,
     /// Also tunnel this upgrade protocol besides websocket (repeatable); other upgrade requests
     /// are refused.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = upgrade_name)]
     pub allow_upgrade: Vec<String>,
     /// Also trust the CA certificates in this PEM file when verifying https:// backends (and
     /// their health checks).

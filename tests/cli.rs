@@ -108,7 +108,12 @@ fn zero_where_zero_means_nothing_is_a_usage_error() {
 
 #[test]
 fn absurd_values_are_usage_errors_not_crashes() {
-    let cases: [(&[&str], &[&str]); 6] = [
+    let cases: [(&[&str], &[&str]); 7] = [
+        // Not a protocol name an Upgrade header could carry.
+        (
+            &["balance", "-b", ":1", "--allow-upgrade", "bad name"],
+            &["'bad name'", "--allow-upgrade"],
+        ),
         // Too long to add to a clock reading.
         (
             &["balance", "-b", ":1", "--header-timeout", "1000000h"],

@@ -92,6 +92,10 @@ parsed!(
     Discover, SourceSpec, crate::cli::discover
 );
 parsed!(
+    /// An upgrade protocol name, as `--allow-upgrade` takes it.
+    UpgradeName, String, crate::cli::upgrade_name
+);
+parsed!(
     /// A DNS server, as `--dns-server` takes it.
     DnsServer, SocketAddr, crate::cli::dns_server
 );
@@ -346,7 +350,7 @@ pub struct FileConfig {
     /// `--tunnel-timeout`.
     pub tunnel_timeout: Option<PosDur>,
     /// `--allow-upgrade`.
-    pub allow_upgrade: Option<Vec<String>>,
+    pub allow_upgrade: Option<Vec<UpgradeName>>,
     /// Health checks.
     #[serde(default)]
     pub health: HealthSection,
@@ -445,7 +449,12 @@ pub fn merge(
         a.tunnel_timeout,
         f.tunnel_timeout.map(|d| d.0)
     );
-    take!("allow_upgrade", a.allow_upgrade, f.allow_upgrade);
+    take!(
+        "allow_upgrade",
+        a.allow_upgrade,
+        f.allow_upgrade
+            .map(|l| l.into_iter().map(|n| n.0).collect())
+    );
     // A certificate and its key go together: either flag on the command line sets both.
     if free("tls_cert") && free("tls_key") {
         if let Some((certs, keys)) = f.tls.pairs {
@@ -910,6 +919,7 @@ mod tests {
         for (text, want) in [
             ("tunnel_timeout = \"0s\"\n", "line 1, column 18"),
             ("allow_upgrade = \"foo\"\n", "line 1"),
+            ("allow_upgrade = [\"ok\", \"bad name\"]\n", "line 1"),
             ("[tls]\ncert = \"a.pem\"\n", "line 1"),
             ("[tls]\nport = -1\n", "line 2, column 8"),
             ("[tls]\ncertificate = \"a.pem\"\n", "line 2"),
