@@ -35,14 +35,32 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 /// The HTTP/2 connection preface, which tells h2c with prior knowledge from HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The service a connection is served with, as hyper needs it.
+pub trait ConnService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: 'static> + 'static
+{
+}
+
+impl<S, B> ConnService<B> for S where
+    S: Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: 'static>
+        + 'static
+{
+}
+
+/// A response body hyper can write.
+pub trait ResponseBody: Body<Error: Into<BoxError>> + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Error: Into<BoxError>> + 'static {}
+
 /// What the service wrapper knows about a connection's requests.
 #[derive(Default)]
 pub(super) struct ConnState {
-    /// A request head has arrived (the first-head deadline no longer applies).
-    seen: Cell<bool>,
     /// Requests whose answer (head and body) hyper has not finished with.
     in_flight: Cell<u32>,
-    /// Requests received, to tell that one came and went between two looks.
+    /// Requests received: whether a head has arrived (the first-head deadline no longer
+    /// applies), and whether one came and went between two looks.
     requests: Cell<u64>,
     /// The latest request had a body (hyper may still be reading it after the answer) or asked
     /// for an upgrade: the connection must not park.
@@ -50,6 +68,10 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
+    fn seen(&self) -> bool {
+        self.requests.get() > 0
+    }
+
     fn settled(&self) -> bool {
         self.in_flight.get() == 0 && !self.hold.get()
     }
@@ -101,7 +123,6 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let st = &self.state;
-        st.seen.set(true);
         st.hold.set(
             !req.body().is_end_stream()
                 || req.headers().contains_key(hyper::header::UPGRADE)
@@ -221,11 +242,8 @@ impl Conn {
     /// Serves a plain TCP connection: HTTP/1 (parking while idle) or h2c.
     pub(super) async fn serve_plain<S, B>(mut self, stream: TcpStream, service: Tracking<S>)
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: ConnService<B>,
+        B: ResponseBody,
     {
         match sniff(&stream, self.deadline).await {
             Sniff::Gone => return,
@@ -287,14 +305,11 @@ impl Conn {
         waiting: &mut Waiting,
     ) -> Option<http1::Parts<H1Io, Tracking<S>>>
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: ConnService<B>,
+        B: ResponseBody,
     {
         let mut closing = false;
-        let mut first_head = !state.seen.get();
+        let mut first_head = !state.seen();
         let mut tick = tokio::time::interval_at(Instant::now() + PARK_AFTER, PARK_AFTER);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut moves = activity.moves();
@@ -308,21 +323,22 @@ impl Conn {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = tokio::time::sleep_until(self.deadline), if first_head => {
-                    if !state.seen.get() {
+                    if !state.seen() {
                         return None; // dropping the connection closes it
                     }
                     first_head = false;
                 }
                 now = tick.tick() => {
-                    let moved = activity.moves() != moves;
-                    moves = activity.moves();
+                    let now_moves = activity.moves();
+                    let moved = now_moves != moves;
+                    moves = now_moves;
                     if moved {
                         quiet_since = now;
                     }
                     waiting.look(state, now);
                     // (The first head has its own deadline.)
                     let late = waiting.since.is_some_and(|t| now >= t + self.keep_alive);
-                    if late && state.seen.get() {
+                    if late && state.seen() {
                         return None; // no whole head in time: close
                     }
                     if closing {
@@ -346,11 +362,8 @@ impl Conn {
         stream: TcpStream,
         service: Tracking<S>,
     ) where
-        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: ConnService<B>,
+        B: ResponseBody,
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let handshake = tokio::time::timeout_at(self.deadline, acceptor.accept(stream));
@@ -366,11 +379,8 @@ impl Conn {
     pub(super) async fn serve<I, S, B>(mut self, io: I, service: Tracking<S>)
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: ConnService<B>,
+        B: ResponseBody,
     {
         let state = service.state.clone();
         let activity = Activity::new();
@@ -391,7 +401,7 @@ impl Conn {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = tokio::time::sleep_until(self.deadline), if first_head => {
-                    if !state.seen.get() {
+                    if !state.seen() {
                         return; // dropping the connection closes it
                     }
                     first_head = false;

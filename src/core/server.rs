@@ -10,13 +10,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::conn::{Conn, Tracking};
+use super::conn::{Conn, ConnService, ResponseBody, Tracking};
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
-use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
-use hyper::service::Service;
-use hyper::{Request, Response};
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -375,11 +372,8 @@ pub async fn accept_loop<M, S, B>(
     make: M,
 ) where
     M: Fn(ConnInfo) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: ResponseBody,
 {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
