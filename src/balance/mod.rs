@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod h1;
 pub mod limits;
 pub mod metrics;
 mod outcome;

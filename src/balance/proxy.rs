@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 
 use super::access_log::ensure_request_id;
+use super::h1::{self, AnswerBody, ExchangeError};
 use super::limits::RateLimiter;
 use super::metrics::{Arrival, Metered, Served};
 use super::outcome::{
@@ -26,6 +27,7 @@ use super::policy::{Policy, RetryBudget};
 use super::tunnel::Decision;
 use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
+use crate::core::addr::Scheme;
 use crate::core::backend::Backend;
 use crate::core::client::{classify, to_h2, ConnectError, ErrorKind};
 use crate::core::clock;
@@ -80,7 +82,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// The hop-by-hop headers every proxy removes, besides those `Connection` names. `Trailer` is
 /// end-to-end (RFC 9110 §6.6.2) and stays: hyper only sends the trailer fields it declares.
-fn is_fixed_hop(n: &HeaderName) -> bool {
+pub(super) fn is_fixed_hop(n: &HeaderName) -> bool {
     n == header::TE
         || n == header::TRANSFER_ENCODING
         || n == header::UPGRADE
@@ -360,17 +362,21 @@ pub async fn forward(
     } else {
         Err(body) // streamed as it arrives
     };
-    let retry_parts = match &buffered {
-        Ok(b) if idempotent(&parts.method) => Some((clone_parts(&parts), b.clone())),
-        _ => None,
+    // An idempotent request with its body in hand is kept, to be sent (again) from here: one
+    // without a body goes to `http://` backends over the lean HTTP/1.1 path, anything else
+    // through hyper as a copy. Other requests go once.
+    let (kept, mut pending): (Option<(Parts, Bytes)>, Option<Request<UpBody>>) = match buffered {
+        Ok(b) if idempotent(&parts.method) => (Some((parts, b)), None),
+        Ok(b) => (
+            None,
+            Some(Request::from_parts(parts, Either::Right(Full::new(b)))),
+        ),
+        Err(streaming) => (
+            None,
+            Some(Request::from_parts(parts, Either::Left(streaming))),
+        ),
     };
-    let mut pending: Option<Request<UpBody>> = Some(Request::from_parts(
-        parts,
-        match buffered {
-            Ok(b) => Either::Right(Full::new(b)),
-            Err(streaming) => Either::Left(streaming),
-        },
-    ));
+    let lean = kept.as_ref().filter(|(_, b)| b.is_empty()).map(|(p, _)| p);
     w.budget.borrow_mut().deposit();
     let track_latency = policy.algorithm.needs_latency();
     let candidates = shared.pool.pick(key, &mut w.rng.borrow_mut());
@@ -385,7 +391,7 @@ pub async fn forward(
         if let Some(f) = last_failure.filter(|_| paid < tries) {
             // The request was sent and failed: only an idempotent, buffered one goes again,
             // and only within --retries and the budget. Candidates never repeat a backend.
-            let allowed = retry_parts.is_some()
+            let allowed = kept.is_some()
                 && tries <= policy.retries
                 && w.budget
                     .borrow_mut()
@@ -395,12 +401,52 @@ pub async fn forward(
             }
             paid = tries;
         }
+        if let Some(head) = lean.filter(|_| backend.target.scheme == Scheme::Http) {
+            let host = needs_host.then_some(backend.target.authority.as_str());
+            backend.requests.fetch_add(1, Relaxed);
+            let in_flight = InFlight::new(backend.clone());
+            let sent_at = track_latency.then(clock::now_us);
+            let exchange = h1::exchange(&w.conns, &shared.dialer, &backend, head, host);
+            let failure = match tokio::time::timeout(policy.response_timeout, exchange).await {
+                Err(_elapsed) => Failure::Timeout,
+                Ok(Err(ExchangeError::Connect(e))) => {
+                    mark_down(&backend, &e);
+                    continue; // next backend: nothing was sent
+                }
+                Ok(Err(ExchangeError::Failed(why))) => {
+                    tracing::debug!(backend = %backend.target, %why, "request failed");
+                    Failure::Reset
+                }
+                Ok(Ok(answer)) => {
+                    attempts += 1;
+                    *served = Some(Served {
+                        backend: backend.clone(),
+                        attempts,
+                        answered: true,
+                    });
+                    return Ok(answered(
+                        shared, &backend, sent_at, answer, in_flight, &policy,
+                    ));
+                }
+            };
+            attempts += 1;
+            *served = Some(Served {
+                backend: backend.clone(),
+                attempts,
+                answered: false,
+            });
+            backend.errors.fetch_add(1, Relaxed);
+            failed(shared, &backend);
+            tries += 1;
+            last_failure = Some(failure);
+            continue; // never the same backend twice in a row
+        }
         // Two tries per backend: a pooled connection the backend had already closed (the
         // request unsent) is replaced by a fresh one.
         for fresh in [false, true] {
             let req = match pending.take() {
                 Some(r) => r,
-                None => match &retry_parts {
+                None => match &kept {
                     Some((p, b)) => {
                         Request::from_parts(clone_parts(p), Either::Right(Full::new(b.clone())))
                     }
@@ -519,6 +565,36 @@ pub async fn forward(
         StatusCode::SERVICE_UNAVAILABLE,
         "503 service unavailable: no healthy backend\n",
     ))
+}
+
+/// The response from the lean HTTP/1.1 path, fed to passive health and latency tracking.
+fn answered(
+    shared: &Shared,
+    backend: &Arc<Backend>,
+    sent_at: Option<u64>,
+    answer: h1::Answer,
+    in_flight: InFlight,
+    policy: &Policy,
+) -> Response<ProxyBody> {
+    if answer.status.is_server_error() {
+        failed(shared, backend);
+    } else {
+        backend.record_success();
+    }
+    if let Some(t0) = sent_at {
+        let now = clock::now_us();
+        backend.observe_rtt(now.saturating_sub(t0) as f64, now);
+    }
+    let body = match answer.body {
+        AnswerBody::Complete(b) => Either::Right(Full::new(b)),
+        AnswerBody::Streaming(r) => {
+            Either::Left(UpstreamBody::plain(r, in_flight, policy.response_timeout))
+        }
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = answer.status;
+    *r.headers_mut() = answer.headers;
+    r
 }
 
 fn clone_parts(p: &Parts) -> Parts {

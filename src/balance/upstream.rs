@@ -22,6 +22,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2;
 use tokio::sync::Notify;
 
+use super::h1::{H1Conn, Reader};
 use crate::core::addr::Scheme;
 use crate::core::backend::Backend;
 use crate::core::client::{
@@ -50,8 +51,10 @@ const GROW_BACKOFF: Duration = Duration::from_secs(1);
 /// One worker's backend connections, keyed by backend id.
 #[derive(Default)]
 pub struct ConnPool {
-    /// Idle HTTP/1.1 connections.
+    /// Idle HTTP/1.1 connections of hyper's client.
     idle: RefCell<HashMap<u64, Vec<Conn>>>,
+    /// Idle connections of the lean HTTP/1.1 path to `http://` backends.
+    plain: RefCell<HashMap<u64, Vec<H1Conn>>>,
     /// What is known of backends that may speak HTTP/2 (every scheme but `http://`).
     shared: RefCell<HashMap<u64, Multiplexed>>,
 }
@@ -398,9 +401,31 @@ impl ConnPool {
         }
     }
 
+    /// An idle lean connection to `id` that is still open.
+    pub fn pop_plain(&self, id: u64) -> Option<H1Conn> {
+        let mut plain = self.plain.borrow_mut();
+        let list = plain.get_mut(&id)?;
+        while let Some(conn) = list.pop() {
+            if conn.still_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a lean connection whose response ended cleanly for the next request to `id`.
+    pub fn put_plain(&self, id: u64, conn: H1Conn) {
+        let mut plain = self.plain.borrow_mut();
+        let list = plain.entry(id).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(conn);
+        }
+    }
+
     /// Drops the connections of backends that are no longer in the set.
     pub fn retain(&self, keep: impl Fn(u64) -> bool) {
         self.idle.borrow_mut().retain(|id, _| keep(*id));
+        self.plain.borrow_mut().retain(|id, _| keep(*id));
         self.shared.borrow_mut().retain(|id, _| keep(*id));
     }
 }
@@ -427,14 +452,24 @@ impl Drop for InFlight {
 /// backend that stops sending mid-body for longer than the read timeout ends the body with an
 /// error, so the client sees a truncated response instead of waiting forever.
 pub struct UpstreamBody {
-    inner: Incoming,
-    release: Option<(Rc<ConnPool>, u64, Conn)>,
+    source: Source,
     _in_flight: InFlight,
     _stream: Option<StreamSlot>,
     read_timeout: Duration,
     /// Made on the first stall and re-armed on later ones: a body that flows costs no timer.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     stalled: bool,
+}
+
+/// Where the body comes from.
+enum Source {
+    /// hyper's client; an HTTP/1.1 connection to give back when the body ends.
+    Hyper {
+        inner: Incoming,
+        release: Option<(Rc<ConnPool>, u64, Conn)>,
+    },
+    /// The lean HTTP/1.1 path (it gives its connection back itself).
+    Plain(Reader),
 }
 
 /// The backend paused mid-body for longer than the read timeout.
@@ -460,9 +495,28 @@ impl UpstreamBody {
         in_flight: InFlight,
         read_timeout: Duration,
     ) -> Self {
+        let release = (!conn.is_h2()).then_some((pool, backend_id, conn));
+        UpstreamBody::from_source(
+            Source::Hyper { inner, release },
+            stream,
+            in_flight,
+            read_timeout,
+        )
+    }
+
+    /// Wraps a body arriving on the lean HTTP/1.1 path.
+    pub fn plain(reader: Reader, in_flight: InFlight, read_timeout: Duration) -> Self {
+        UpstreamBody::from_source(Source::Plain(reader), None, in_flight, read_timeout)
+    }
+
+    fn from_source(
+        source: Source,
+        stream: Option<StreamSlot>,
+        in_flight: InFlight,
+        read_timeout: Duration,
+    ) -> Self {
         UpstreamBody {
-            inner,
-            release: (!conn.is_h2()).then_some((pool, backend_id, conn)),
+            source,
             _in_flight: in_flight,
             _stream: stream,
             read_timeout,
@@ -471,10 +525,18 @@ impl UpstreamBody {
         }
     }
 
-    fn give_back(&mut self) {
-        if let Some((pool, id, conn)) = self.release.take() {
-            pool.put(id, conn);
+    /// The connection cannot carry another request: close it when the body goes.
+    fn abandon(&mut self) {
+        match &mut self.source {
+            Source::Hyper { release, .. } => *release = None,
+            Source::Plain(r) => r.abandon(),
         }
+    }
+}
+
+fn give_back(release: &mut Option<(Rc<ConnPool>, u64, Conn)>) {
+    if let Some((pool, id, conn)) = release.take() {
+        pool.put(id, conn);
     }
 }
 
@@ -487,19 +549,27 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                this.give_back();
-                Poll::Ready(None)
-            }
+        let polled = match &mut this.source {
+            Source::Hyper { inner, release } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    give_back(release);
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(r)) => Poll::Ready(Some(r.map_err(Into::into))),
+                Poll::Pending => Poll::Pending,
+            },
+            Source::Plain(r) => r.poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Err(e))) => {
-                this.release = None;
-                Poll::Ready(Some(Err(e.into())))
+                this.abandon();
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 this.stalled = false;
                 Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let limit = this.read_timeout;
                 let stall = this
@@ -510,7 +580,7 @@ impl Body for UpstreamBody {
                     stall.as_mut().reset(tokio::time::Instant::now() + limit);
                 }
                 if stall.as_mut().poll(cx).is_ready() {
-                    this.release = None; // the connection is in an unknown state: close it
+                    this.abandon(); // the connection is in an unknown state: close it
                     return Poll::Ready(Some(Err(Box::new(BodyStalled(limit)))));
                 }
                 Poll::Pending
@@ -519,19 +589,29 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            Source::Hyper { inner, .. } => inner.is_end_stream(),
+            Source::Plain(r) => r.is_end(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            Source::Hyper { inner, .. } => inner.size_hint(),
+            Source::Plain(r) => r
+                .remaining()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // An empty body (HEAD, 204, 304, Content-Length: 0) may never be polled.
-        if self.inner.is_end_stream() {
-            self.give_back();
+        if let Source::Hyper { inner, release } = &mut self.source {
+            if inner.is_end_stream() {
+                give_back(release);
+            }
         }
     }
 }

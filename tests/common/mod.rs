@@ -373,6 +373,19 @@ pub fn spread(
     counts
 }
 
+/// Reads a request head byte by byte (nothing after it); `None` if the peer closes first.
+pub fn read_request_head(c: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
 /// A raw backend that answers `/healthcheck` with 200 but reads any other request head and
 /// closes the connection without a response (a backend failing mid-request). Counts those.
 pub struct Resetter {
@@ -487,14 +500,9 @@ pub fn canned_backend(answer: &'static [u8]) -> SocketAddr {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { break };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
+                let Some(head) = read_request_head(&mut c) else {
+                    return;
+                };
                 let reply: &[u8] = if head.starts_with(b"GET /healthcheck") {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
                 } else {

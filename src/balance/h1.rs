@@ -1,0 +1,749 @@
+//! A lean HTTP/1.1 exchange with plain `http://` backends, for the common request: one without
+//! a body, whose method may be sent twice. The request's own task writes the head in one write
+//! and parses the response head in place; there is no connection task, no channel between the
+//! two and no copy of the request kept for a retry. (hyper's client connection task was a third
+//! of the instructions of a proxied request.) Bodies, upgrades, TLS and HTTP/2 backends go
+//! through hyper.
+//!
+//! Response framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked (its
+//! trailers passed on) when `Transfer-Encoding` ends in `chunked`; else `Content-Length`; else
+//! the body runs to the close. A connection goes back to its worker's pool only when the
+//! response ended cleanly, nothing extra followed it, and neither side said `close`.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{BufMut, Bytes};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, StatusCode};
+use hyper::body::Frame;
+use std::mem::MaybeUninit;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::proxy::is_fixed_hop;
+use super::upstream::ConnPool;
+use crate::core::backend::Backend;
+use crate::core::client::{ConnectError, Dialer, Stream};
+
+/// Read buffer of a connection; a response head may grow it up to [`MAX_HEAD`].
+const READ_BUF: usize = 8 * 1024;
+
+/// Largest response head (or trailer section, or chunk-size line run) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Most header fields in a response head or trailer section (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+
+/// An HTTP/1.1 connection to a plain `http://` backend.
+pub struct H1Conn {
+    io: TcpStream,
+    /// Bytes at `start..end` were received and not yet used.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The request head being written (kept to reuse its allocation).
+    out: Vec<u8>,
+}
+
+/// Why an exchange produced no response.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// No connection could be opened: nothing was sent.
+    Connect(ConnectError),
+    /// The request was sent and the backend failed: closed, reset or answered nonsense.
+    Failed(String),
+}
+
+/// A response head from a backend, hop-by-hop fields removed.
+pub struct Answer {
+    /// The status (never 1xx: interim responses are skipped).
+    pub status: StatusCode,
+    /// End-to-end header fields.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: AnswerBody,
+}
+
+/// A response body: already complete (the connection is back in the pool), or still arriving.
+pub enum AnswerBody {
+    /// The whole body, received with the head.
+    Complete(Bytes),
+    /// The body as it arrives.
+    Streaming(Reader),
+}
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`: this many bytes left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunk),
+    /// Up to the backend's close.
+    Close,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+}
+
+impl H1Conn {
+    fn new(io: TcpStream) -> H1Conn {
+        H1Conn {
+            io,
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(512),
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// True while the idle connection is usable: no end of stream, error or unasked-for bytes
+    /// from the backend since its last response. Costs no system call unless the socket has
+    /// become readable.
+    pub fn still_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads more into the buffer (compacting or growing it first when full); `Ok(0)` at the
+    /// end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.buf.len() * 2).min(MAX_HEAD + READ_BUF);
+                self.buf.resize(grown, 0);
+            }
+        }
+        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Writes the request head: origin-form target, HTTP/1.1, the prepared fields, and `Host`
+    /// when `host` is given (the client sent none).
+    async fn send(&mut self, head: &Parts, host: Option<&str>) -> io::Result<()> {
+        let out = &mut self.out;
+        out.clear();
+        out.put_slice(head.method.as_str().as_bytes());
+        out.put_u8(b' ');
+        let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        out.put_slice(target.as_bytes());
+        out.put_slice(b" HTTP/1.1\r\n");
+        if let Some(h) = host {
+            out.put_slice(b"host: ");
+            out.put_slice(h.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        for (name, value) in &head.headers {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        self.io.write_all(&self.out).await
+    }
+
+    /// Reads and parses the response head, skipping interim (1xx) ones. `Err(None)` when the
+    /// connection ended before any byte of an answer (a pooled connection the backend had
+    /// closed: the request may go again on a new one).
+    async fn read_head(&mut self, method: &Method) -> Result<(Answer0, Framing), Option<String>> {
+        let mut received = false;
+        loop {
+            if self.start < self.end {
+                received = true;
+                match parse_head(self.buffered(), method)? {
+                    Some((n, None)) => {
+                        self.consume(n); // an interim response: the final one may follow
+                        continue;
+                    }
+                    Some((n, Some(head))) => {
+                        self.consume(n);
+                        return Ok(head);
+                    }
+                    None if self.end - self.start >= MAX_HEAD => {
+                        return Err(Some(format!("response head over {MAX_HEAD} bytes")))
+                    }
+                    None => {}
+                }
+            }
+            match self.fill().await {
+                Ok(0) if !received => return Err(None),
+                Ok(0) => return Err(Some("the backend closed mid-head".into())),
+                Ok(_) => {}
+                Err(e) if !received && stale_error(&e) => return Err(None),
+                Err(e) => return Err(Some(e.to_string())),
+            }
+        }
+    }
+}
+
+/// A connection reset or broken pipe: what a pooled connection the backend closed gives.
+fn stale_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// A final response head, before its body is known.
+struct Answer0 {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// The connection may carry another request after this response.
+    reusable: bool,
+}
+
+/// Parses a response head at the start of `bytes`: `None` while incomplete; `Some((n, None))`
+/// for an interim (1xx) head of `n` bytes; else the head and its body's framing.
+#[allow(clippy::type_complexity)]
+fn parse_head(
+    bytes: &[u8],
+    method: &Method,
+) -> Result<Option<(usize, Option<(Answer0, Framing)>)>, Option<String>> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let n = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, bytes, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Some(format!("malformed response head: {e}"))),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Some(format!("malformed response head: status {code}")))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Some(
+                "101 Switching Protocols to a request without Upgrade".into(),
+            ));
+        }
+        return Ok(Some((n, None)));
+    }
+    let http10 = resp.version == Some(0);
+    let mut reusable = !http10;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let (mut te, mut chunked, mut named) = (false, false, false);
+    let mut length: Option<u64> = None;
+    for h in resp.headers.iter() {
+        let bad = || Some(format!("malformed response header {:?}", h.name));
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
+        if name == header::CONNECTION {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    reusable |= http10;
+                } else if !token.is_empty() {
+                    named = true;
+                }
+            }
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
+            te = true;
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
+        }
+        if is_fixed_hop(&name) {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(bad)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Some("conflicting Content-Length fields".into()));
+            }
+            length = Some(n);
+        }
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad())?;
+        headers.append(name, value);
+    }
+    if named {
+        // Fields the backend's Connection header names are hop-by-hop too.
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|b| *b == b',') {
+                    if let Ok(n) = HeaderName::from_bytes(token.trim_ascii()) {
+                        headers.remove(n);
+                    }
+                }
+            }
+        }
+    }
+    let framing = if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if te {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
+        headers.remove(header::CONTENT_LENGTH);
+        if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            reusable = false;
+            Framing::Close
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        reusable = false;
+        Framing::Close
+    };
+    let head = Answer0 {
+        status,
+        headers,
+        reusable,
+    };
+    Ok(Some((n, Some((head, framing)))))
+}
+
+/// Sends `head` (a request without a body, safe to send twice) to a plain `http://` backend and
+/// reads the response head: on an idle pooled connection if there is one, and again on a new
+/// connection when the pooled one turns out to have been closed before answering.
+pub async fn exchange(
+    pool: &Rc<ConnPool>,
+    dialer: &Dialer,
+    backend: &Backend,
+    head: &Parts,
+    host: Option<&str>,
+) -> Result<Answer, ExchangeError> {
+    if let Some(mut conn) = pool.pop_plain(backend.id) {
+        match round_trip(&mut conn, head, host).await {
+            Ok(found) => return Ok(finish(pool, backend.id, conn, found)),
+            Err(Some(e)) => return Err(ExchangeError::Failed(e)),
+            Err(None) => {} // closed while idle: a new connection
+        }
+    }
+    let mut conn = match dialer.dial(&backend.target).await {
+        Ok((Stream::Plain(tcp), _)) => H1Conn::new(tcp),
+        Ok(_) => {
+            return Err(ExchangeError::Failed(
+                "an http:// backend was dialed with TLS".into(),
+            ))
+        }
+        Err(e) => return Err(ExchangeError::Connect(e)),
+    };
+    match round_trip(&mut conn, head, host).await {
+        Ok(found) => Ok(finish(pool, backend.id, conn, found)),
+        Err(e) => Err(ExchangeError::Failed(e.unwrap_or_else(|| {
+            "the backend closed the connection before answering".into()
+        }))),
+    }
+}
+
+async fn round_trip(
+    conn: &mut H1Conn,
+    head: &Parts,
+    host: Option<&str>,
+) -> Result<(Answer0, Framing), Option<String>> {
+    match conn.send(head, host).await {
+        Ok(()) => {}
+        Err(e) if stale_error(&e) => return Err(None),
+        Err(e) => return Err(Some(e.to_string())),
+    }
+    conn.read_head(&head.method).await
+}
+
+/// The answer: its body whole when it came with the head (the connection back in the pool at
+/// once), else a reader that streams it.
+fn finish(
+    pool: &Rc<ConnPool>,
+    id: u64,
+    mut conn: H1Conn,
+    (head, framing): (Answer0, Framing),
+) -> Answer {
+    let Answer0 {
+        status,
+        headers,
+        reusable,
+    } = head;
+    let have = conn.end - conn.start;
+    let body = match framing {
+        Framing::Length(n) if n <= have as u64 => {
+            let n = n as usize;
+            let body = Bytes::copy_from_slice(&conn.buffered()[..n]);
+            conn.consume(n);
+            if reusable && conn.start == conn.end {
+                pool.put_plain(id, conn);
+            }
+            AnswerBody::Complete(body)
+        }
+        _ => AnswerBody::Streaming(Reader {
+            conn: Some(conn),
+            framing,
+            reusable,
+            pool: pool.clone(),
+            id,
+        }),
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A response body still arriving from a backend. When it ends cleanly the connection goes back
+/// to the pool; dropped early, or after an error, the connection is closed.
+pub struct Reader {
+    /// `None` once the body has ended (or failed).
+    conn: Option<H1Conn>,
+    framing: Framing,
+    reusable: bool,
+    pool: Rc<ConnPool>,
+    id: u64,
+}
+
+/// What the buffered bytes give.
+enum Step {
+    Frame(Frame<Bytes>),
+    /// The body ended (the connection released).
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Reader {
+    /// True once the body has ended.
+    pub fn is_end(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    /// Bytes left, when the body has a known length.
+    pub fn remaining(&self) -> Option<u64> {
+        match (self.framing, &self.conn) {
+            (_, None) => Some(0),
+            (Framing::Length(n), _) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Gives up on the body: the connection closes.
+    pub fn abandon(&mut self) {
+        self.conn = None;
+    }
+
+    /// The next frame of the body.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let step = match self.step() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            };
+            match step {
+                Step::Frame(f) => return Poll::Ready(Some(Ok(f))),
+                Step::End => return Poll::Ready(None),
+                Step::More => {}
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if self.framing == Framing::Close => {
+                    self.conn = None; // the body ends with the connection
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err("the backend closed mid-body".into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    /// Returns the connection to the pool if it can carry another request.
+    fn done(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.start == conn.end {
+                self.pool.put_plain(self.id, conn);
+            }
+        }
+    }
+
+    /// Decodes what is buffered.
+    fn step(&mut self) -> Result<Step, String> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Step::End);
+        };
+        let have = conn.buffered();
+        match &mut self.framing {
+            Framing::Length(0) => {
+                self.done();
+                Ok(Step::End)
+            }
+            Framing::Length(left) => {
+                if have.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = have.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let data = Bytes::copy_from_slice(&have[..n]);
+                conn.consume(n);
+                *left -= n as u64;
+                if *left == 0 {
+                    self.done();
+                }
+                Ok(Step::Frame(Frame::data(data)))
+            }
+            Framing::Close => {
+                if have.is_empty() {
+                    return Ok(Step::More);
+                }
+                let data = Bytes::copy_from_slice(have);
+                let n = have.len();
+                conn.consume(n);
+                Ok(Step::Frame(Frame::data(data)))
+            }
+            Framing::Chunked(state) => loop {
+                let have = conn.buffered();
+                match *state {
+                    Chunk::Size => {
+                        let Some(eol) = have.iter().position(|b| *b == b'\n') else {
+                            if have.len() > 1024 {
+                                return Err("chunk-size line too long".into());
+                            }
+                            return Ok(Step::More);
+                        };
+                        let size = chunk_size(&have[..eol])?;
+                        conn.consume(eol + 1);
+                        *state = if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    Chunk::Data(left) => {
+                        if have.is_empty() {
+                            return Ok(Step::More);
+                        }
+                        let n = have.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let data = Bytes::copy_from_slice(&have[..n]);
+                        conn.consume(n);
+                        let left = left - n as u64;
+                        *state = if left == 0 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left)
+                        };
+                        return Ok(Step::Frame(Frame::data(data)));
+                    }
+                    Chunk::DataEnd => match have {
+                        [b'\r', b'\n', ..] => {
+                            conn.consume(2);
+                            *state = Chunk::Size;
+                        }
+                        [b'\n', ..] => {
+                            conn.consume(1);
+                            *state = Chunk::Size;
+                        }
+                        [] | [b'\r'] => return Ok(Step::More),
+                        _ => return Err("chunk data longer than its size".into()),
+                    },
+                    Chunk::Trailers => {
+                        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        let (n, fields) = match httparse::parse_headers(have, &mut slots) {
+                            Ok(httparse::Status::Complete((n, fields))) => (n, fields),
+                            Ok(httparse::Status::Partial) if have.len() < MAX_HEAD => {
+                                return Ok(Step::More)
+                            }
+                            Ok(httparse::Status::Partial) => {
+                                return Err("trailer section too long".into())
+                            }
+                            Err(e) => return Err(format!("malformed trailers: {e}")),
+                        };
+                        let mut trailers = HeaderMap::new();
+                        for f in fields.iter() {
+                            if let (Ok(k), Ok(v)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) {
+                                trailers.append(k, v);
+                            }
+                        }
+                        conn.consume(n);
+                        self.done();
+                        if trailers.is_empty() {
+                            return Ok(Step::End);
+                        }
+                        return Ok(Step::Frame(Frame::trailers(trailers)));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The size on a chunk-size line (hex digits, then optional extensions after `;`).
+fn chunk_size(line: &[u8]) -> Result<u64, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err("malformed chunk size".into());
+    }
+    digits.iter().try_fold(0u64, |acc, b| {
+        let d = (*b as char)
+            .to_digit(16)
+            .ok_or_else(|| String::from("malformed chunk size"))?;
+        Ok(acc * 16 + u64::from(d))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: Method) -> (Answer0, Framing) {
+        match parse_head(raw.as_bytes(), &method) {
+            Ok(Some((n, Some(h)))) => {
+                assert_eq!(n, raw.len());
+                h
+            }
+            _ => panic!("not a final head: {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let get = || Method::GET;
+        let (h, f) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", get());
+        assert_eq!((f, h.reusable), (Framing::Length(5), true));
+        let (h, f) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            get(),
+        );
+        assert_eq!(f, Framing::Chunked(Chunk::Size));
+        assert!(h.headers.get("content-length").is_none() && h.reusable);
+        let (h, f) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", get());
+        assert_eq!((f, h.reusable), (Framing::Close, false));
+        let (h, f) = head("HTTP/1.1 200 OK\r\n\r\n", get());
+        assert_eq!((f, h.reusable), (Framing::Close, false));
+        let (_, f) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD);
+        assert_eq!(f, Framing::Length(0));
+        let (_, f) = head(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            get(),
+        );
+        assert_eq!(f, Framing::Length(0));
+        let (h, _) = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", get());
+        assert!(!h.reusable);
+        let (h, _) = head(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            get(),
+        );
+        assert!(h.reusable);
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            get(),
+        );
+        assert!(!h.reusable);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go_including_those_connection_names() {
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: x-a, keep-alive\r\nX-A: 1\r\nKeep-Alive: timeout=5\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        );
+        let mut names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "x-b"]);
+    }
+
+    #[test]
+    fn interim_heads_are_skipped_and_nonsense_refused() {
+        let early = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+        let raw = format!("{early}HTTP/1.1 200 OK\r\n");
+        let raw = raw.as_bytes();
+        let interim = parse_head(raw, &Method::GET).map(|r| r.map(|(n, h)| (n, h.is_none())));
+        assert_eq!(interim, Ok(Some((early.len(), true))));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_head(bad.as_bytes(), &Method::GET), Err(Some(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\nX: ", &Method::GET),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a\r"), Ok(26));
+        assert_eq!(chunk_size(b"0;ext=1"), Ok(0));
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"g").is_err());
+        assert!(chunk_size(b"ffffffffffffffff").is_err());
+    }
+}

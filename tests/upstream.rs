@@ -1,0 +1,206 @@
+//! HTTP/1.1 exchanges with plain `http://` backends, as the balancer's own client speaks them:
+//! every way a response body can be delimited, interim responses, and backends that close the
+//! connections the balancer keeps.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn quiet_balance(b: SocketAddr) -> Proc {
+    balance(&[b], &["--workers", "1", "--interval", "1h"])
+}
+
+/// Sends one request on `c` and reads one response to it (content-length or chunked).
+fn exchange(c: &mut TcpStream, req: &str) -> Vec<u8> {
+    c.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = c.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        if let Ok(r) = parse_response(&got, false) {
+            let chunked = r.header("transfer-encoding").is_some();
+            if !chunked || got.ends_with(b"\r\n\r\n") {
+                return got;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_body_delimited_by_the_backends_close_arrives_whole() {
+    let mut answer = b"HTTP/1.1 200 OK\r\nX-Kind: eof\r\n\r\n".to_vec();
+    answer.extend((0..100_000u32).map(|i| b'a' + (i % 26) as u8));
+    let b = canned_backend(answer.leak());
+    let lb = quiet_balance(b);
+    for _ in 0..3 {
+        let r = get(lb.addr(), "/").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-kind"), Some("eof"));
+        assert_eq!(r.body.len(), 100_000);
+        assert!(r
+            .body
+            .iter()
+            .enumerate()
+            .all(|(i, c)| *c == b'a' + (i % 26) as u8));
+    }
+}
+
+#[test]
+fn a_chunked_body_is_decoded_and_its_trailers_passed_on() {
+    // Transfer-Encoding wins over the Content-Length beside it; chunk extensions are ignored.
+    let b = canned_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\nTrailer: x-sum\r\n\r\n\
+          5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
+    );
+    let lb = quiet_balance(b);
+    let r = get(lb.addr(), "/").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(r.header("content-length"), None);
+
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let got = exchange(
+        &mut c,
+        "GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: TE\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.contains("\r\n0\r\nx-sum: 11\r\n\r\n"), "{text}");
+}
+
+#[test]
+fn interim_responses_are_skipped() {
+    let b = canned_backend(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let lb = quiet_balance(b);
+    let r = get(lb.addr(), "/").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+}
+
+#[test]
+fn ambiguous_or_malformed_framing_is_a_502() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    ] {
+        let b = canned_backend(answer);
+        let lb = quiet_balance(b);
+        let r = get(lb.addr(), "/").unwrap();
+        assert_eq!(
+            r.status,
+            502,
+            "{:?}: {}",
+            String::from_utf8_lossy(answer),
+            r.text()
+        );
+    }
+    // A chunked body that breaks off mid-way never arrives as a complete one.
+    let b = canned_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    let lb = quiet_balance(b);
+    match get(lb.addr(), "/") {
+        Ok(r) => assert_ne!(r.status, 200, "a truncated body passed as complete: {r:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}"),
+    }
+}
+
+/// A keep-alive backend that closes each connection right after its answer, without saying so:
+/// every connection the balancer keeps is dead by the time it is used. Counts connections.
+fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                if read_request_head(&mut c).is_none() {
+                    return;
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[test]
+fn connections_the_backend_closed_while_kept_cost_no_failed_request() {
+    let (b, conns) = closing_backend();
+    let lb = balance(
+        &[b],
+        &["--workers", "1", "--interval", "1h", "--retries", "0"],
+    );
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..30 {
+        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = parse_response(&got, false).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+        if i % 3 == 0 {
+            std::thread::sleep(Duration::from_millis(20)); // the close has surely arrived
+        }
+    }
+    // (The balancer's first health check may have opened one more.)
+    assert!(
+        conns.load(Ordering::SeqCst) >= 30,
+        "one connection per request"
+    );
+    let log = lb.stderr_so_far().join("\n");
+    assert!(!log.contains("down") && !log.contains("ejected"), "{log}");
+}
+
+#[test]
+fn a_head_answer_and_an_empty_one_leave_the_connection_reusable() {
+    let s = serve(1, &[]);
+    let lb = quiet_balance(s.addr());
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = Vec::new();
+    for req in [
+        "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        c.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        let head_only = req.starts_with("HEAD");
+        let r = loop {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+            if let Ok(r) = parse_response(&got, head_only) {
+                let want = r
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if head_only || r.body.len() >= want {
+                    break r;
+                }
+            }
+        };
+        assert_eq!(r.status, 200, "{req}");
+        assert!(r.header("content-length").is_some(), "{req}: {r:?}");
+        if req.contains("/echo") {
+            seen.push(
+                r.header("x-connection")
+                    .expect("a connection number")
+                    .to_string(),
+            );
+        }
+    }
+    // Every /echo reached the backend on the same kept connection, HEAD ones included.
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|n| *n == seen[0]), "{seen:?}");
+}
