@@ -204,3 +204,63 @@ fn a_head_answer_and_an_empty_one_leave_the_connection_reusable() {
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|n| *n == seen[0]), "{seen:?}");
 }
+
+/// A backend that answers every request with its head, as received.
+fn head_echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            std::thread::spawn(move || {
+                while let Some(head) = read_request_head(&mut c) {
+                    let mut answer =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len())
+                            .into_bytes();
+                    answer.extend_from_slice(&head);
+                    if c.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_request_head_is_rewritten_for_the_backend() {
+    let b = head_echo_backend();
+    let lb = quiet_balance(b);
+    let got = raw(
+        lb.addr(),
+        b"GET http://example.com:81/p?q=1 HTTP/1.1\r\nHost: example.com:81\r\n\
+          X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 81\r\n\
+          X-Custom: kept\r\nKeep-Alive: timeout=5\r\nConnection: close\r\n\r\n",
+    );
+    let r = parse_response(&got, false).unwrap();
+    assert_eq!(r.status, 200);
+    let head = r.text().to_lowercase();
+    let lines: Vec<&str> = head.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "get /p?q=1 http/1.1", "{head}");
+    let mut fields = lines[1..].to_vec();
+    fields.retain(|l| !l.starts_with("x-request-id: "));
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "host: example.com:81",
+            "x-custom: kept",
+            "x-forwarded-for: 203.0.113.9, 127.0.0.1",
+            "x-forwarded-host: example.com:81",
+            "x-forwarded-port: 81",
+            "x-forwarded-proto: http",
+        ],
+        "{head}"
+    );
+    // HTTP/1.0 without Host: the backend still gets one (its own address).
+    let got = raw(lb.addr(), b"GET /ten HTTP/1.0\r\n\r\n");
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.contains(&format!("\r\nhost: {b}\r\n")), "{text}");
+    assert!(!text.contains("x-forwarded-host"), "{text}");
+}

@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::proxy::is_fixed_hop;
+use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
@@ -156,9 +156,9 @@ impl H1Conn {
         poll_fn(|cx| self.poll_fill(cx)).await
     }
 
-    /// Writes the request head: origin-form target, HTTP/1.1, the prepared fields, and `Host`
-    /// when `host` is given (the client sent none).
-    async fn send(&mut self, head: &Parts, host: Option<&str>) -> io::Result<()> {
+    /// Writes the request head: origin-form target, HTTP/1.1, the prepared fields, `Host` when
+    /// `host` is given (the client sent none), and the X-Forwarded-* fields for `peer`.
+    async fn send(&mut self, head: &Parts, host: Option<&str>, peer: &Peer) -> io::Result<()> {
         let out = &mut self.out;
         out.clear();
         out.put_slice(head.method.as_str().as_bytes());
@@ -172,11 +172,15 @@ impl H1Conn {
             out.put_slice(b"\r\n");
         }
         for (name, value) in &head.headers {
+            if is_forwarded(name) {
+                continue;
+            }
             out.put_slice(name.as_str().as_bytes());
             out.put_slice(b": ");
             out.put_slice(value.as_bytes());
             out.put_slice(b"\r\n");
         }
+        write_forwarded(out, &head.headers, peer);
         out.put_slice(b"\r\n");
         self.io.write_all(&self.out).await
     }
@@ -262,7 +266,8 @@ fn parse_head(
     }
     let http10 = resp.version == Some(0);
     let mut reusable = !http10;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    // Room for the x-request-id the balancer adds.
+    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 1);
     let (mut te, mut chunked, mut named) = (false, false, false);
     let mut length: Option<u64> = None;
     for h in resp.headers.iter() {
@@ -355,9 +360,10 @@ pub async fn exchange(
     backend: &Backend,
     head: &Parts,
     host: Option<&str>,
+    peer: &Peer,
 ) -> Result<Answer, ExchangeError> {
     if let Some(mut conn) = pool.pop_plain(backend.id) {
-        match round_trip(&mut conn, head, host).await {
+        match round_trip(&mut conn, head, host, peer).await {
             Ok(found) => return Ok(finish(pool, backend.id, conn, found)),
             Err(Some(e)) => return Err(ExchangeError::Failed(e)),
             Err(None) => {} // closed while idle: a new connection
@@ -372,7 +378,7 @@ pub async fn exchange(
         }
         Err(e) => return Err(ExchangeError::Connect(e)),
     };
-    match round_trip(&mut conn, head, host).await {
+    match round_trip(&mut conn, head, host, peer).await {
         Ok(found) => Ok(finish(pool, backend.id, conn, found)),
         Err(e) => Err(ExchangeError::Failed(e.unwrap_or_else(|| {
             "the backend closed the connection before answering".into()
@@ -384,8 +390,9 @@ async fn round_trip(
     conn: &mut H1Conn,
     head: &Parts,
     host: Option<&str>,
+    peer: &Peer,
 ) -> Result<(Answer0, Framing), Option<String>> {
-    match conn.send(head, host).await {
+    match conn.send(head, host, peer).await {
         Ok(()) => {}
         Err(e) if stale_error(&e) => return Err(None),
         Err(e) => return Err(Some(e.to_string())),

@@ -202,6 +202,13 @@ fn add_forwarded(parts: &mut Parts, peer: &Peer) {
 /// the balancer forwards them, so the backend may send them (RFC 9110 §10.1.4; hyper's servers
 /// send none without it, and HTTP/2 ones such as gRPC's require it).
 pub(super) fn prepare(parts: &mut Parts, peer: &Peer) {
+    prepare_head(parts);
+    add_forwarded(parts, peer);
+}
+
+/// [`prepare`] but for the X-Forwarded-* fields: those the lean HTTP/1.1 path writes as it
+/// sends (see [`write_forwarded`]), without touching the map.
+fn prepare_head(parts: &mut Parts) {
     if strip_hop_by_hop(&mut parts.headers) {
         parts
             .headers
@@ -219,8 +226,35 @@ pub(super) fn prepare(parts: &mut Parts, peer: &Peer) {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     }
-    add_forwarded(parts, peer);
     parts.version = Version::HTTP_11;
+}
+
+/// True for the X-Forwarded-* fields the balancer sets.
+pub(super) fn is_forwarded(n: &HeaderName) -> bool {
+    n.as_str().starts_with("x-forwarded-")
+        && (n == X_FORWARDED_FOR || n == X_FORWARDED_PROTO || n == X_FORWARDED_HOST)
+}
+
+/// Writes what [`add_forwarded`] would have added to `h`, as HTTP/1.1 field lines (the
+/// client's own X-Forwarded-Proto and -Host are left out by the caller; its
+/// X-Forwarded-For is appended to).
+pub(super) fn write_forwarded(out: &mut Vec<u8>, h: &HeaderMap, peer: &Peer) {
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer.ip.as_bytes());
+    out.extend_from_slice(if peer.tls {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
+    if let Some(host) = h.get(header::HOST) {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A short plain-text answer from the balancer itself.
@@ -337,7 +371,7 @@ pub async fn forward(
     };
     // HTTP/1.0 may omit Host; a backend spoken to in HTTP/1.1 needs one.
     let needs_host = !parts.headers.contains_key(header::HOST) && parts.uri.authority().is_none();
-    prepare(&mut parts, &peer);
+    prepare_head(&mut parts);
     let limit = policy
         .max_body
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
@@ -365,16 +399,17 @@ pub async fn forward(
     // An idempotent request with its body in hand is kept, to be sent (again) from here: one
     // without a body goes to `http://` backends over the lean HTTP/1.1 path, anything else
     // through hyper as a copy. Other requests go once.
+    // X-Forwarded-* go into the map only for hyper.
     let (kept, mut pending): (Option<(Parts, Bytes)>, Option<Request<UpBody>>) = match buffered {
         Ok(b) if idempotent(&parts.method) => (Some((parts, b)), None),
-        Ok(b) => (
-            None,
-            Some(Request::from_parts(parts, Either::Right(Full::new(b)))),
-        ),
-        Err(streaming) => (
-            None,
-            Some(Request::from_parts(parts, Either::Left(streaming))),
-        ),
+        once => {
+            add_forwarded(&mut parts, &peer);
+            let body = match once {
+                Ok(b) => Either::Right(Full::new(b)),
+                Err(streaming) => Either::Left(streaming),
+            };
+            (None, Some(Request::from_parts(parts, body)))
+        }
     };
     let lean = kept.as_ref().filter(|(_, b)| b.is_empty()).map(|(p, _)| p);
     w.budget.borrow_mut().deposit();
@@ -406,7 +441,7 @@ pub async fn forward(
             backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
-            let exchange = h1::exchange(&w.conns, &shared.dialer, &backend, head, host);
+            let exchange = h1::exchange(&w.conns, &shared.dialer, &backend, head, host, &peer);
             let failure = match tokio::time::timeout(policy.response_timeout, exchange).await {
                 Err(_elapsed) => Failure::Timeout,
                 Ok(Err(ExchangeError::Connect(e))) => {
@@ -448,7 +483,9 @@ pub async fn forward(
                 Some(r) => r,
                 None => match &kept {
                     Some((p, b)) => {
-                        Request::from_parts(clone_parts(p), Either::Right(Full::new(b.clone())))
+                        let mut p = clone_parts(p);
+                        add_forwarded(&mut p, &peer);
+                        Request::from_parts(p, Either::Right(Full::new(b.clone())))
                     }
                     None => break,
                 },
