@@ -5,9 +5,8 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn quiet_balance(b: SocketAddr) -> Proc {
@@ -113,24 +112,15 @@ fn ambiguous_or_malformed_framing_is_a_502() {
 
 /// A keep-alive backend that closes each connection right after its answer, without saying so:
 /// every connection the balancer keeps is dead by the time it is used. Counts connections.
-fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let counted = conns.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { break };
-            counted.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                if read_request_head(&mut c).is_none() {
-                    return;
-                }
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            });
+fn closing_backend() -> (SocketAddr, &'static AtomicUsize) {
+    static CONNS: AtomicUsize = AtomicUsize::new(0);
+    let addr = raw_backend(|mut c| {
+        CONNS.fetch_add(1, Ordering::SeqCst);
+        if read_request_head(&mut c).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         }
     });
-    (addr, conns)
+    (addr, &CONNS)
 }
 
 #[test]
@@ -207,25 +197,16 @@ fn a_head_answer_and_an_empty_one_leave_the_connection_reusable() {
 
 /// A backend that answers every request with its head, as received.
 fn head_echo_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { break };
-            std::thread::spawn(move || {
-                while let Some(head) = read_request_head(&mut c) {
-                    let mut answer =
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len())
-                            .into_bytes();
-                    answer.extend_from_slice(&head);
-                    if c.write_all(&answer).is_err() {
-                        return;
-                    }
-                }
-            });
+    raw_backend(|mut c| {
+        while let Some(head) = read_request_head(&mut c) {
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).into_bytes();
+            answer.extend_from_slice(&head);
+            if c.write_all(&answer).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 #[test]

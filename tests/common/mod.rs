@@ -491,28 +491,34 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("lbx-{name}-{}-{nanos}", std::process::id()))
 }
 
-/// A raw backend that answers `/healthcheck` with 200 and every other request with `answer`,
-/// then closes (the thread ends with the test process).
-pub fn canned_backend(answer: &'static [u8]) -> SocketAddr {
+/// A raw backend: each accepted connection is handed to `serve` on a thread of its own (the
+/// threads end with the test process).
+pub fn raw_backend(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in l.incoming() {
-            let Ok(mut c) = conn else { break };
-            std::thread::spawn(move || {
-                let Some(head) = read_request_head(&mut c) else {
-                    return;
-                };
-                let reply: &[u8] = if head.starts_with(b"GET /healthcheck") {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                } else {
-                    answer
-                };
-                let _ = c.write_all(reply);
-            });
+            let Ok(c) = conn else { break };
+            std::thread::spawn(move || serve(c));
         }
     });
     addr
+}
+
+/// A raw backend that answers `/healthcheck` with 200 and every other request with `answer`,
+/// then closes.
+pub fn canned_backend(answer: &'static [u8]) -> SocketAddr {
+    raw_backend(move |mut c| {
+        let Some(head) = read_request_head(&mut c) else {
+            return;
+        };
+        let reply: &[u8] = if head.starts_with(b"GET /healthcheck") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        } else {
+            answer
+        };
+        let _ = c.write_all(reply);
+    })
 }
 
 /// The path of an installed program, if `PATH` (or /usr/sbin, /sbin) has it.
