@@ -296,7 +296,7 @@ impl Conn {
     /// flight for [`PARK_AFTER`], when it is taken apart and its parts returned. One timer,
     /// ticking every [`PARK_AFTER`] while the connection is active, enforces the keep-alive
     /// time (hyper's per-request header timer is off: that saves arming a timer per request),
-    /// the idle timeout, and parking.
+    /// the idle timeout, parking, and a graceful close at shutdown (within one tick).
     async fn run_h1<S, B>(
         &mut self,
         mut conn: Pin<Box<http1::UpgradeableConnection<H1Io, Tracking<S>>>>,
@@ -314,15 +314,16 @@ impl Conn {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut moves = activity.moves();
         let mut quiet_since = Instant::now();
+        // Shutdown is looked for at each tick, not waited for: a channel's `changed()` takes
+        // a lock each time it is polled, and this task is polled twice per request.
+        let shutdown = &self.shutdown;
+        let first_deadline = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(first_deadline);
         loop {
             tokio::select! {
                 biased;
                 _ = conn.as_mut() => return None,
-                _ = self.shutdown.changed(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = tokio::time::sleep_until(self.deadline), if first_head => {
+                _ = &mut first_deadline, if first_head => {
                     if !state.seen() {
                         return None; // dropping the connection closes it
                     }
@@ -344,7 +345,9 @@ impl Conn {
                     if closing {
                         continue;
                     }
-                    if self.idle.is_some_and(|idle| now >= quiet_since + idle) {
+                    if shutdown.has_changed().unwrap_or(true)
+                        || self.idle.is_some_and(|idle| now >= quiet_since + idle)
+                    {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     } else if !moved && state.settled() && activity.quiet() {
@@ -376,7 +379,7 @@ impl Conn {
     /// parking (TLS connections, and h2c). At shutdown, and when no byte has moved for the idle
     /// timeout (hyper's header timer only covers HTTP/1), the connection closes gracefully:
     /// requests in flight finish first.
-    pub(super) async fn serve<I, S, B>(mut self, io: I, service: Tracking<S>)
+    pub(super) async fn serve<I, S, B>(self, io: I, service: Tracking<S>)
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         S: ConnService<B>,
@@ -393,14 +396,18 @@ impl Conn {
         );
         let mut first_head = true;
         let mut closing = false;
+        let mut shutdown = self.shutdown.clone();
+        let stop = shutdown.changed();
+        let first_deadline = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(stop, first_deadline);
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = self.shutdown.changed(), if !closing => {
+                _ = &mut stop, if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep_until(self.deadline), if first_head => {
+                _ = &mut first_deadline, if first_head => {
                     if !state.seen() {
                         return; // dropping the connection closes it
                     }

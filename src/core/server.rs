@@ -122,7 +122,16 @@ impl Workers {
                         .build()
                         .expect("tokio runtime");
                     let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, f(i, w, rx));
+                    // Spawned rather than run as block_on's own future: that one is polled
+                    // at every wake-up of any task of the worker (each request's, twice),
+                    // and the accept loop has no reason to be.
+                    local.block_on(&rt, async move {
+                        if let Err(e) = tokio::task::spawn_local(f(i, w, rx)).await {
+                            if e.is_panic() {
+                                std::panic::resume_unwind(e.into_panic());
+                            }
+                        }
+                    });
                 })
                 .context("cannot start a worker thread")?;
             threads.push(t);
