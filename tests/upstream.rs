@@ -245,3 +245,50 @@ fn the_request_head_is_rewritten_for_the_backend() {
     assert!(text.contains(&format!("\r\nhost: {b}\r\n")), "{text}");
     assert!(!text.contains("x-forwarded-host"), "{text}");
 }
+
+#[test]
+fn the_response_timeout_holds_on_kept_connections_too() {
+    // On each connection: the first request is answered at once, the second after 100 ms,
+    // the third never.
+    let b = raw_backend(|mut c| {
+        let mut n = 0;
+        while let Some(head) = read_request_head(&mut c) {
+            n += 1;
+            if head.starts_with(b"GET /healthcheck") || n == 1 {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            } else if n == 2 {
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow");
+            } else {
+                std::thread::sleep(Duration::from_secs(5));
+                return;
+            }
+        }
+    });
+    let lb = balance(
+        &[b],
+        &[
+            "--workers",
+            "1",
+            "--interval",
+            "1h",
+            "--response-timeout",
+            "300ms",
+            "--retries",
+            "0",
+        ],
+    );
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut next = || {
+        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = parse_response(&got, false).unwrap();
+        (r.status, r.text())
+    };
+    assert_eq!(next(), (200, "ok".to_string()));
+    // The first request's deadline passes while its connection waits in the pool.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(next(), (200, "slow".to_string()), "timed out early");
+    let (status, _) = next();
+    assert_eq!(status, 504);
+}

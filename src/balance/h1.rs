@@ -11,10 +11,12 @@
 //! response ended cleanly, nothing extra followed it, and neither side said `close`.
 
 use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,8 +24,9 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use hyper::body::Frame;
 use std::mem::MaybeUninit;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
@@ -48,6 +51,20 @@ pub struct H1Conn {
     end: usize,
     /// The request head being written (kept to reuse its allocation).
     out: Vec<u8>,
+    /// The response timeout, re-armed for each request. Moving a registered timer's deadline
+    /// later costs no trip to the timer wheel, as making and dropping one per request would.
+    timer: Pin<Box<Sleep>>,
+}
+
+/// How a round trip failed.
+enum Fault {
+    /// The connection ended (closed or reset) before any byte of an answer: a pooled one the
+    /// backend had closed, and the request may go again on a new one.
+    Stale,
+    /// No response head before the deadline.
+    Timeout,
+    /// Anything else: a broken answer, an error mid-head.
+    Failed(String),
 }
 
 /// Why an exchange produced no response.
@@ -57,6 +74,8 @@ pub enum ExchangeError {
     Connect(ConnectError),
     /// The request was sent and the backend failed: closed, reset or answered nonsense.
     Failed(String),
+    /// The request was sent and no response head came before the deadline.
+    Timeout,
 }
 
 /// A response head from a backend, hop-by-hop fields removed.
@@ -109,6 +128,7 @@ impl H1Conn {
             start: 0,
             end: 0,
             out: Vec::with_capacity(512),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
@@ -152,13 +172,9 @@ impl H1Conn {
         Poll::Ready(Ok(n))
     }
 
-    async fn fill(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
     /// Writes the request head: origin-form target, HTTP/1.1, the prepared fields, `Host` when
     /// `host` is given (the client sent none), and the X-Forwarded-* fields for `peer`.
-    async fn send(&mut self, head: &Parts, host: Option<&str>, peer: &Peer) -> io::Result<()> {
+    async fn send(&mut self, head: &Parts, host: Option<&str>, peer: &Peer) -> Result<(), Fault> {
         let out = &mut self.out;
         out.clear();
         out.put_slice(head.method.as_str().as_bytes());
@@ -182,18 +198,44 @@ impl H1Conn {
         }
         write_forwarded(out, &head.headers, peer);
         out.put_slice(b"\r\n");
-        self.io.write_all(&self.out).await
+        let mut sent = 0;
+        poll_fn(|cx| loop {
+            if sent == self.out.len() {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Fault::Stale)),
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Ready(Err(e)) if stale_error(&e) => return Poll::Ready(Err(Fault::Stale)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Failed(e.to_string()))),
+                Poll::Pending => {
+                    ready!(self.timer.as_mut().poll(cx));
+                    return Poll::Ready(Err(Fault::Timeout));
+                }
+            }
+        })
+        .await
     }
 
-    /// Reads and parses the response head, skipping interim (1xx) ones. `Err(None)` when the
-    /// connection ended before any byte of an answer (a pooled connection the backend had
-    /// closed: the request may go again on a new one).
-    async fn read_head(&mut self, method: &Method) -> Result<(Answer0, Framing), Option<String>> {
+    /// Reads more, unless the deadline passes first (`None`).
+    async fn fill_by_deadline(&mut self) -> Option<io::Result<usize>> {
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = self.poll_fill(cx) {
+                return Poll::Ready(Some(r));
+            }
+            ready!(self.timer.as_mut().poll(cx));
+            Poll::Ready(None)
+        })
+        .await
+    }
+
+    /// Reads and parses the response head, skipping interim (1xx) ones.
+    async fn read_head(&mut self, method: &Method) -> Result<(Answer0, Framing), Fault> {
         let mut received = false;
         loop {
             if self.start < self.end {
                 received = true;
-                match parse_head(self.buffered(), method)? {
+                match parse_head(self.buffered(), method).map_err(Fault::Failed)? {
                     Some((n, None)) => {
                         self.consume(n); // an interim response: the final one may follow
                         continue;
@@ -203,17 +245,19 @@ impl H1Conn {
                         return Ok(head);
                     }
                     None if self.end - self.start >= MAX_HEAD => {
-                        return Err(Some(format!("response head over {MAX_HEAD} bytes")))
+                        let e = format!("response head over {MAX_HEAD} bytes");
+                        return Err(Fault::Failed(e));
                     }
                     None => {}
                 }
             }
-            match self.fill().await {
-                Ok(0) if !received => return Err(None),
-                Ok(0) => return Err(Some("the backend closed mid-head".into())),
-                Ok(_) => {}
-                Err(e) if !received && stale_error(&e) => return Err(None),
-                Err(e) => return Err(Some(e.to_string())),
+            match self.fill_by_deadline().await {
+                None => return Err(Fault::Timeout),
+                Some(Ok(0)) if !received => return Err(Fault::Stale),
+                Some(Ok(0)) => return Err(Fault::Failed("the backend closed mid-head".into())),
+                Some(Ok(_)) => {}
+                Some(Err(e)) if !received && stale_error(&e) => return Err(Fault::Stale),
+                Some(Err(e)) => return Err(Fault::Failed(e.to_string())),
             }
         }
     }
@@ -243,7 +287,7 @@ struct Answer0 {
 fn parse_head(
     bytes: &[u8],
     method: &Method,
-) -> Result<Option<(usize, Option<(Answer0, Framing)>)>, Option<String>> {
+) -> Result<Option<(usize, Option<(Answer0, Framing)>)>, String> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let n = match httparse::ParserConfig::default()
@@ -251,27 +295,28 @@ fn parse_head(
     {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(Some(format!("malformed response head: {e}"))),
+        Err(e) => return Err(format!("malformed response head: {e}")),
     };
     let code = resp.code.unwrap_or(0);
     let status = StatusCode::from_u16(code)
-        .map_err(|_| Some(format!("malformed response head: status {code}")))?;
+        .map_err(|_| format!("malformed response head: status {code}"))?;
     if status.is_informational() {
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Some(
-                "101 Switching Protocols to a request without Upgrade".into(),
-            ));
+            return Err("101 Switching Protocols to a request without Upgrade".into());
         }
         return Ok(Some((n, None)));
     }
     let http10 = resp.version == Some(0);
+    // One copy of the head that every field value shares, not an allocation per value.
+    let shared = Bytes::copy_from_slice(&bytes[..n]);
+    let base = bytes.as_ptr() as usize;
     let mut reusable = !http10;
     // Room for the x-request-id the balancer adds.
     let mut headers = HeaderMap::with_capacity(resp.headers.len() + 1);
     let (mut te, mut chunked, mut named) = (false, false, false);
     let mut length: Option<u64> = None;
     for h in resp.headers.iter() {
-        let bad = || Some(format!("malformed response header {:?}", h.name));
+        let bad = || format!("malformed response header {:?}", h.name);
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
         if name == header::CONNECTION {
             for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -304,11 +349,11 @@ fn parse_head(
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(bad)?;
             if length.is_some_and(|l| l != n) {
-                return Err(Some("conflicting Content-Length fields".into()));
+                return Err("conflicting Content-Length fields".into());
             }
             length = Some(n);
         }
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad())?;
+        let value = shared_value(&shared, base, h.value).map_err(|_| bad())?;
         headers.append(name, value);
     }
     if named {
@@ -351,6 +396,22 @@ fn parse_head(
     Ok(Some((n, Some((head, framing)))))
 }
 
+/// A field value as a slice of `shared`, a copy of the bytes that start at address `base` and
+/// hold `value`.
+fn shared_value(
+    shared: &Bytes,
+    base: usize,
+    value: &[u8],
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let at = (value.as_ptr() as usize).wrapping_sub(base);
+    match at.checked_add(value.len()) {
+        Some(end) if !value.is_empty() && end <= shared.len() => {
+            HeaderValue::from_maybe_shared(shared.slice(at..end))
+        }
+        _ => HeaderValue::from_bytes(value),
+    }
+}
+
 /// Sends `head` (a request without a body, safe to send twice) to a plain `http://` backend and
 /// reads the response head: on an idle pooled connection if there is one, and again on a new
 /// connection when the pooled one turns out to have been closed before answering.
@@ -361,12 +422,13 @@ pub async fn exchange(
     head: &Parts,
     host: Option<&str>,
     peer: &Peer,
+    deadline: Instant,
 ) -> Result<Answer, ExchangeError> {
     if let Some(mut conn) = pool.pop_plain(backend.id) {
-        match round_trip(&mut conn, head, host, peer).await {
+        match round_trip(&mut conn, head, host, peer, deadline).await {
             Ok(found) => return Ok(finish(pool, backend.id, conn, found)),
-            Err(Some(e)) => return Err(ExchangeError::Failed(e)),
-            Err(None) => {} // closed while idle: a new connection
+            Err(Fault::Stale) => {} // closed while idle: a new connection
+            Err(f) => return Err(f.into()),
         }
     }
     let mut conn = match dialer.dial(&backend.target).await {
@@ -378,11 +440,21 @@ pub async fn exchange(
         }
         Err(e) => return Err(ExchangeError::Connect(e)),
     };
-    match round_trip(&mut conn, head, host, peer).await {
+    match round_trip(&mut conn, head, host, peer, deadline).await {
         Ok(found) => Ok(finish(pool, backend.id, conn, found)),
-        Err(e) => Err(ExchangeError::Failed(e.unwrap_or_else(|| {
-            "the backend closed the connection before answering".into()
-        }))),
+        Err(f) => Err(f.into()),
+    }
+}
+
+impl From<Fault> for ExchangeError {
+    fn from(f: Fault) -> ExchangeError {
+        match f {
+            Fault::Stale => {
+                ExchangeError::Failed("the backend closed the connection before answering".into())
+            }
+            Fault::Timeout => ExchangeError::Timeout,
+            Fault::Failed(e) => ExchangeError::Failed(e),
+        }
     }
 }
 
@@ -391,12 +463,10 @@ async fn round_trip(
     head: &Parts,
     host: Option<&str>,
     peer: &Peer,
-) -> Result<(Answer0, Framing), Option<String>> {
-    match conn.send(head, host, peer).await {
-        Ok(()) => {}
-        Err(e) if stale_error(&e) => return Err(None),
-        Err(e) => return Err(Some(e.to_string())),
-    }
+    deadline: Instant,
+) -> Result<(Answer0, Framing), Fault> {
+    conn.timer.as_mut().reset(deadline);
+    conn.send(head, host, peer).await?;
     conn.read_head(&head.method).await
 }
 
@@ -734,10 +804,7 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
         ] {
-            assert!(
-                matches!(parse_head(bad.as_bytes(), &Method::GET), Err(Some(_))),
-                "{bad}"
-            );
+            assert!(parse_head(bad.as_bytes(), &Method::GET).is_err(), "{bad}");
         }
         assert!(matches!(
             parse_head(b"HTTP/1.1 200 OK\r\nX: ", &Method::GET),

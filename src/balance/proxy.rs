@@ -441,18 +441,27 @@ pub async fn forward(
             backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
-            let exchange = h1::exchange(&w.conns, &shared.dialer, &backend, head, host, &peer);
-            let failure = match tokio::time::timeout(policy.response_timeout, exchange).await {
-                Err(_elapsed) => Failure::Timeout,
-                Ok(Err(ExchangeError::Connect(e))) => {
+            let deadline = tokio::time::Instant::now() + policy.response_timeout;
+            let exchange = h1::exchange(
+                &w.conns,
+                &shared.dialer,
+                &backend,
+                head,
+                host,
+                &peer,
+                deadline,
+            );
+            let failure = match exchange.await {
+                Err(ExchangeError::Timeout) => Failure::Timeout,
+                Err(ExchangeError::Connect(e)) => {
                     mark_down(&backend, &e);
                     continue; // next backend: nothing was sent
                 }
-                Ok(Err(ExchangeError::Failed(why))) => {
+                Err(ExchangeError::Failed(why)) => {
                     tracing::debug!(backend = %backend.target, %why, "request failed");
                     Failure::Reset
                 }
-                Ok(Ok(answer)) => {
+                Ok(answer) => {
                     attempts += 1;
                     *served = Some(Served {
                         backend: backend.clone(),
