@@ -32,12 +32,16 @@ use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
+use crate::core::h1::{self, chunk_size, line, tokens, Field, HeadFacts};
 
 /// Read buffer of a connection; a response head may grow it up to [`MAX_HEAD`].
 const READ_BUF: usize = 8 * 1024;
 
-/// Largest response head (or trailer section, or chunk-size line run) accepted.
+/// Largest response head (or trailer section) accepted.
 const MAX_HEAD: usize = 64 * 1024;
+
+/// Longest chunk-size line (size, extensions, CRLF) accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// Most header fields in a response head or trailer section (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -306,87 +310,49 @@ fn parse_head(
         }
         return Ok(Some((n, None)));
     }
-    let http10 = resp.version == Some(0);
     // One copy of the head that every field value shares, not an allocation per value.
     let shared = Bytes::copy_from_slice(&bytes[..n]);
     let base = bytes.as_ptr() as usize;
-    let mut reusable = !http10;
+    let mut facts = HeadFacts::new(resp.version);
     // Room for the x-request-id the balancer adds.
     let mut headers = HeaderMap::with_capacity(resp.headers.len() + 1);
-    let (mut te, mut chunked, mut named) = (false, false, false);
-    let mut length: Option<u64> = None;
     for h in resp.headers.iter() {
         let bad = || format!("malformed response header {:?}", h.name);
+        let field = facts
+            .field(h.name.as_bytes(), h.value)
+            .map_err(|e| format!("malformed response head: {e}"))?;
+        if field == Field::Hop {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
-        if name == header::CONNECTION {
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    reusable |= http10;
-                } else if !token.is_empty() {
-                    named = true;
-                }
-            }
-            continue;
-        }
-        if name == header::TRANSFER_ENCODING {
-            te = true;
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            continue;
-        }
         if is_fixed_hop(&name) {
             continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(bad)?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting Content-Length fields".into());
-            }
-            length = Some(n);
         }
         let value = shared_value(&shared, base, h.value).map_err(|_| bad())?;
         headers.append(name, value);
     }
-    if named {
+    if facts.names_fields {
         // Fields the backend's Connection header names are hop-by-hop too.
         for h in resp.headers.iter() {
             if h.name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|b| *b == b',') {
-                    if let Ok(n) = HeaderName::from_bytes(token.trim_ascii()) {
+                for token in tokens(h.value) {
+                    if let Ok(n) = HeaderName::from_bytes(token) {
                         headers.remove(n);
                     }
                 }
             }
         }
     }
-    let framing = if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::Length(0)
-    } else if te {
+    if facts.transfer_encoded() {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
         headers.remove(header::CONTENT_LENGTH);
-        if chunked {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            reusable = false;
-            Framing::Close
-        }
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        reusable = false;
-        Framing::Close
+    }
+    let framing = facts.framing(*method == Method::HEAD, code);
+    let reusable = facts.reusable(framing);
+    let framing = match framing {
+        h1::Framing::Length(n) => Framing::Length(n),
+        h1::Framing::Chunked => Framing::Chunked(Chunk::Size),
+        h1::Framing::UntilClose => Framing::Close,
     };
     let head = Answer0 {
         status,
@@ -636,14 +602,12 @@ impl Reader {
                 let have = conn.buffered();
                 match *state {
                     Chunk::Size => {
-                        let Some(eol) = have.iter().position(|b| *b == b'\n') else {
-                            if have.len() > 1024 {
-                                return Err("chunk-size line too long".into());
-                            }
+                        let Some(len) = line(have, MAX_CHUNK_LINE, "chunk-size line too long")?
+                        else {
                             return Ok(Step::More);
                         };
-                        let size = chunk_size(&have[..eol])?;
-                        conn.consume(eol + 1);
+                        let size = chunk_size(&have[..len - 2])?;
+                        conn.consume(len);
                         *state = if size == 0 {
                             Chunk::Trailers
                         } else {
@@ -670,12 +634,8 @@ impl Reader {
                             conn.consume(2);
                             *state = Chunk::Size;
                         }
-                        [b'\n', ..] => {
-                            conn.consume(1);
-                            *state = Chunk::Size;
-                        }
                         [] | [b'\r'] => return Ok(Step::More),
-                        _ => return Err("chunk data longer than its size".into()),
+                        _ => return Err("chunk data not followed by CRLF".into()),
                     },
                     Chunk::Trailers => {
                         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -709,25 +669,6 @@ impl Reader {
             },
         }
     }
-}
-
-/// The size on a chunk-size line (hex digits, then optional extensions after `;`).
-fn chunk_size(line: &[u8]) -> Result<u64, String> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = line
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err("malformed chunk size".into());
-    }
-    digits.iter().try_fold(0u64, |acc, b| {
-        let d = (*b as char)
-            .to_digit(16)
-            .ok_or_else(|| String::from("malformed chunk size"))?;
-        Ok(acc * 16 + u64::from(d))
-    })
 }
 
 #[cfg(test)]
@@ -810,14 +751,5 @@ mod tests {
             parse_head(b"HTTP/1.1 200 OK\r\nX: ", &Method::GET),
             Ok(None)
         ));
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1a\r"), Ok(26));
-        assert_eq!(chunk_size(b"0;ext=1"), Ok(0));
-        assert!(chunk_size(b"").is_err());
-        assert!(chunk_size(b"g").is_err());
-        assert!(chunk_size(b"ffffffffffffffff").is_err());
     }
 }

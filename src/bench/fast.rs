@@ -16,6 +16,7 @@ use http::HeaderName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::core::client::{classify, ErrorKind, Stream};
+use crate::core::h1::{chunk_size, line, Framing, HeadFacts};
 
 /// Largest response head (status line and headers) accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -148,10 +149,12 @@ impl ResponseReader {
                     }
                 },
                 State::ChunkSize => {
-                    let Some(line) = line(buf, MAX_CHUNK_LINE, "chunk-size line too long")? else {
+                    let line = line(buf, MAX_CHUNK_LINE, "chunk-size line too long")
+                        .map_err(FastError::Malformed)?;
+                    let Some(line) = line else {
                         return Ok(false);
                     };
-                    let size = chunk_size(&buf[..line - 2])?;
+                    let size = chunk_size(&buf[..line - 2]).map_err(FastError::Malformed)?;
                     buf.advance(line);
                     self.state = if size == 0 {
                         State::Trailers
@@ -174,7 +177,9 @@ impl ResponseReader {
                 }
                 State::Trailers => {
                     let room = MAX_TRAILERS.saturating_sub(self.trailers).max(2);
-                    let Some(line) = line(buf, room, "trailers too large")? else {
+                    let line =
+                        line(buf, room, "trailers too large").map_err(FastError::Malformed)?;
+                    let Some(line) = line else {
                         return Ok(false);
                     };
                     buf.advance(line);
@@ -254,132 +259,32 @@ impl ResponseReader {
             buf.advance(len);
             return Ok(true);
         }
-        let mut length: Option<u64> = None;
-        let mut transfer = false;
-        let mut chunked = false;
-        let mut close = resp.version == Some(0);
+        let mut facts = HeadFacts::new(resp.version);
         group.clear();
         self.grouped = false;
         for h in resp.headers.iter() {
             let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let n = content_length(h.value)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(FastError::Malformed("conflicting Content-Length"));
-                }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                transfer = true;
-                // Chunked only when it is the last coding applied.
-                chunked = tokens(h.value)
-                    .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for t in tokens(h.value) {
-                    if t.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
-                        close = false;
-                    }
-                }
-            }
+            facts.field(name, h.value).map_err(FastError::Malformed)?;
             if !self.grouped && name.eq_ignore_ascii_case(group_by.as_str().as_bytes()) {
                 self.grouped = true;
                 group.extend_from_slice(h.value);
             }
         }
         self.status = status;
-        self.close |= close;
         buf.advance(len);
-        self.state = if self.head_request || status == 204 || status == 304 {
-            State::Done
-        } else if transfer {
-            // Transfer-Encoding overrides Content-Length; without chunked last, the body runs
-            // until the close.
-            if chunked {
-                State::ChunkSize
-            } else {
-                self.close = true;
-                State::UntilClose
-            }
-        } else {
-            match length {
-                Some(0) => State::Done,
-                Some(n) => State::Data {
-                    left: n,
-                    chunked: false,
-                },
-                None => {
-                    self.close = true;
-                    State::UntilClose
-                }
-            }
+        let framing = facts.framing(self.head_request, status);
+        self.close |= !facts.reusable(framing);
+        self.state = match framing {
+            Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Data {
+                left: n,
+                chunked: false,
+            },
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
         };
         Ok(true)
     }
-}
-
-/// The length (CRLF included) of the CRLF-terminated line at the front of `buf`; `None` until
-/// it is all there; an error when it is longer than `max` or ends in a bare LF.
-fn line(buf: &[u8], max: usize, too_long: &'static str) -> Result<Option<usize>, FastError> {
-    let window = &buf[..buf.len().min(max)];
-    match window.iter().position(|&b| b == b'\n') {
-        Some(i) if i >= 1 && window[i - 1] == b'\r' => Ok(Some(i + 1)),
-        Some(_) => Err(FastError::Malformed("line not ended by CRLF")),
-        None if buf.len() >= max => Err(FastError::Malformed(too_long)),
-        None => Ok(None),
-    }
-}
-
-/// Parses a chunk-size line (without its CRLF): hex digits, optional whitespace, then optional
-/// `;extensions`.
-fn chunk_size(line: &[u8]) -> Result<u64, FastError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(FastError::Malformed("invalid chunk size"));
-    }
-    let mut size: u64 = 0;
-    for &b in &line[..digits] {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => b - b'A' + 10,
-        };
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(u64::from(d)))
-            .ok_or(FastError::Malformed("chunk size too large"))?;
-    }
-    let rest = &line[digits..];
-    let rest = &rest[rest
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count()..];
-    if !rest.is_empty() && rest[0] != b';' {
-        return Err(FastError::Malformed("invalid chunk size"));
-    }
-    Ok(size)
-}
-
-/// Parses a Content-Length value: decimal digits, surrounded by optional whitespace.
-fn content_length(value: &[u8]) -> Result<u64, FastError> {
-    let v = value.trim_ascii();
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return Err(FastError::Malformed("invalid Content-Length"));
-    }
-    v.iter()
-        .try_fold(0u64, |n, &b| {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        })
-        .ok_or(FastError::Malformed("invalid Content-Length"))
-}
-
-/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 /// What the fast path keeps of an answer (the group-by value is in the caller's buffer).

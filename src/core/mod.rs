@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 mod conn;
 pub mod etcd;
+pub mod h1;
 pub mod health;
 pub mod idle;
 pub mod outlier;
