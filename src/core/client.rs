@@ -362,13 +362,22 @@ fn connect_err(e: io::Error) -> ConnectError {
     }
 }
 
+/// A request body hyper's clients can send: data that crosses threads, errors it can box.
+pub trait RequestBody:
+    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + 'static
+{
+}
+
 /// Starts HTTP/1.1 on a dialed stream; the connection is driven by a spawned task on the current
 /// runtime and ends when the returned sender (and any response in flight) is dropped.
 pub async fn handshake<B>(stream: Stream) -> Result<http1::SendRequest<B>, hyper::Error>
 where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody + Send,
 {
     let (tx, conn) = http1::Builder::new()
         .writev(false)
@@ -390,9 +399,7 @@ pub async fn handshake_unspawned<B>(
     stream: Stream,
 ) -> Result<(http1::SendRequest<B>, H1Connection<B>), hyper::Error>
 where
-    B: Body + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody,
 {
     http1::Builder::new()
         .writev(false)
@@ -405,9 +412,7 @@ where
 /// returned sender.
 pub async fn handshake_h2<B>(stream: Stream) -> Result<http2::SendRequest<B>, hyper::Error>
 where
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody + Unpin + Send,
 {
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
@@ -425,15 +430,11 @@ type H2Task<B> = http2::Connection<TokioIo<Stream>, B, TokioExecutor>;
 /// [`handshake_h2_local`] drives).
 pub struct H2Peer<B>(Rc<RefCell<Pin<Box<H2Task<B>>>>>)
 where
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>;
+    B: RequestBody + Unpin + Send;
 
 impl<B> H2Peer<B>
 where
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody + Unpin + Send,
 {
     /// How many concurrent streams the peer allows (`SETTINGS_MAX_CONCURRENT_STREAMS`) as the
     /// connection knows it now: the handshake's assumption until the peer's SETTINGS arrive.
@@ -452,9 +453,7 @@ pub async fn handshake_h2_local<B>(
     assumed: Option<usize>,
 ) -> Result<(http2::SendRequest<B>, H2Peer<B>), hyper::Error>
 where
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody + Unpin + Send,
 {
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .initial_max_send_streams(assumed)
@@ -540,9 +539,7 @@ pub fn to_h2<T>(req: &mut Request<T>, target: &Target) {
 /// connection is driven by a spawned task.
 pub async fn handshake_any<B>(stream: Stream, target: &Target) -> Result<Sender<B>, hyper::Error>
 where
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: RequestBody + Unpin + Send,
 {
     if speaks_h2(&stream, target) {
         handshake_h2(stream).await.map(Sender::H2)
