@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -304,6 +305,35 @@ fn sum(m: &HashMap<String, f64>, prefix: &str, needle: &str) -> f64 {
         .filter(|(k, _)| k.starts_with(prefix) && k.contains(needle))
         .map(|(_, v)| v)
         .sum()
+}
+
+#[test]
+fn a_backend_that_cannot_be_reached_is_sent_no_request() {
+    let a = serve(1, &[]);
+    let b = serve(2, &[]);
+    let (b_addr, a_addr) = (b.addr(), a.addr());
+    let (lb, admin) =
+        balance_with_admin(&[a_addr, b_addr], &["--workers", "1", "--interval", "1h"]);
+    for _ in 0..2 {
+        assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
+    }
+    drop(b); // killed: its kept connection closes, and new ones are refused
+    for path in ["/", "/", "/echo", "/"] {
+        let r = if path == "/echo" {
+            request(lb.addr(), "POST", path, &[], b"x").unwrap()
+        } else {
+            get(lb.addr(), path).unwrap()
+        };
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let m = parse_prometheus(&admin_call(admin, "GET", "/metrics", None, "").text());
+    let sent = |addr: SocketAddr| m[&format!("lbx_backend_requests_total{{backend=\"{addr}\"}}")];
+    assert_eq!(
+        sent(b_addr),
+        1.0,
+        "the refused connect counted as a request"
+    );
+    assert_eq!(sent(a_addr), 5.0);
 }
 
 #[test]

@@ -438,7 +438,6 @@ pub async fn forward(
         }
         if let Some(head) = lean.filter(|_| backend.target.scheme == Scheme::Http) {
             let host = needs_host.then_some(backend.target.authority.as_str());
-            backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
             let deadline = tokio::time::Instant::now() + policy.response_timeout;
@@ -462,6 +461,7 @@ pub async fn forward(
                     Failure::Reset
                 }
                 Ok(answer) => {
+                    backend.requests.fetch_add(1, Relaxed);
                     attempts += 1;
                     *served = Some(Served {
                         backend: backend.clone(),
@@ -473,6 +473,7 @@ pub async fn forward(
                     ));
                 }
             };
+            backend.requests.fetch_add(1, Relaxed);
             attempts += 1;
             *served = Some(Served {
                 backend: backend.clone(),
@@ -520,14 +521,14 @@ pub async fn forward(
             }
             let h2 = conn.is_h2();
             fit(&mut req, h2, &backend);
-            backend.requests.fetch_add(1, Relaxed);
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(clock::now_us);
             let sent =
                 tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
             // Unless the connection handed it back unsent, the request reached this backend:
-            // an attempt, whatever comes of it.
+            // an attempt (and one of its requests), whatever comes of it.
             if !matches!(&sent, Ok(Err(e)) if e.message().is_some()) {
+                backend.requests.fetch_add(1, Relaxed);
                 attempts += 1;
                 *served = Some(Served {
                     backend: backend.clone(),
