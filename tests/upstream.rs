@@ -89,6 +89,8 @@ fn ambiguous_or_malformed_framing_is_a_502() {
         &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"[..],
         b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
         b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is badly framed.
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     ] {
         let b = canned_backend(answer);
         let lb = quiet_balance(b);
@@ -239,11 +241,17 @@ fn the_request_head_is_rewritten_for_the_backend() {
         ],
         "{head}"
     );
-    // HTTP/1.0 without Host: the backend still gets one (its own address).
-    let got = raw(lb.addr(), b"GET /ten HTTP/1.0\r\n\r\n");
-    let text = String::from_utf8_lossy(&got).to_lowercase();
-    assert!(text.contains(&format!("\r\nhost: {b}\r\n")), "{text}");
-    assert!(!text.contains("x-forwarded-host"), "{text}");
+    // HTTP/1.0 without Host: the backend still gets one (its own address), and no
+    // X-Forwarded-Host (the client's own is dropped), with or without a body.
+    for req in [
+        &b"GET /ten HTTP/1.0\r\nX-Forwarded-Host: evil\r\n\r\n"[..],
+        b"POST /ten HTTP/1.0\r\nX-Forwarded-Host: evil\r\nContent-Length: 1\r\n\r\nx",
+    ] {
+        let got = raw(lb.addr(), req);
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(text.contains(&format!("\r\nhost: {b}\r\n")), "{text}");
+        assert!(!text.contains("x-forwarded-host"), "{text}");
+    }
 }
 
 #[test]
@@ -291,4 +299,98 @@ fn the_response_timeout_holds_on_kept_connections_too() {
     assert_eq!(next(), (200, "slow".to_string()), "timed out early");
     let (status, _) = next();
     assert_eq!(status, 504);
+}
+
+#[test]
+fn a_request_the_backend_took_and_did_not_answer_is_not_sent_again() {
+    // Each connection: the first request is answered, the second read and left unanswered
+    // (the backend dies with it).
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let b = raw_backend(|mut c| {
+        let mut n = 0;
+        while let Some(head) = read_request_head(&mut c) {
+            if head.starts_with(b"GET /healthcheck") {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                return;
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            SEEN.lock().unwrap().push(line);
+            n += 1;
+            if n > 1 {
+                return;
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let lb = balance(
+        &[b],
+        &["--workers", "1", "--interval", "1h", "--retries", "0"],
+    );
+    assert_eq!(get(lb.addr(), "/a").unwrap().status, 200);
+    let r = get(lb.addr(), "/b").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    let seen = SEEN.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("GET /b ")).count(),
+        1,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_connection_whose_answer_had_both_lengths_is_not_reused() {
+    static FRESH: AtomicUsize = AtomicUsize::new(0);
+    let b = raw_backend(|mut c| {
+        let mut first = true;
+        while let Some(head) = read_request_head(&mut c) {
+            if first && !head.starts_with(b"GET /healthcheck") {
+                FRESH.fetch_add(1, Ordering::SeqCst);
+            }
+            first = false;
+            let answer: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+            if c.write_all(answer).is_err() {
+                return;
+            }
+        }
+    });
+    let lb = quiet_balance(b);
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..3 {
+        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = parse_response(&got, false).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    }
+    assert_eq!(FRESH.load(Ordering::SeqCst), 3, "a connection was reused");
+}
+
+#[test]
+fn kept_connections_the_backend_closes_are_let_go() {
+    // Answers, then closes the connection 200 ms later.
+    let b = raw_backend(|mut c| {
+        if read_request_head(&mut c).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let lb = quiet_balance(b);
+    let pid = lb.child.id();
+    assert_eq!(get(lb.addr(), "/").unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = open_fds(pid);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = lb.addr();
+            std::thread::spawn(move || get(addr, "/").map(|r| r.status))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), 200);
+    }
+    let settled = wait_until(Duration::from_secs(10), || open_fds(pid) <= before);
+    assert!(settled, "{} descriptors, {before} before", open_fds(pid));
 }

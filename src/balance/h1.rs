@@ -32,6 +32,7 @@ use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
+use crate::core::clock;
 use crate::core::h1::{self, chunk_size, line, tokens, Field, HeadFacts};
 
 /// Read buffer of a connection; a response head may grow it up to [`MAX_HEAD`].
@@ -58,12 +59,15 @@ pub struct H1Conn {
     /// The response timeout, re-armed for each request. Moving a registered timer's deadline
     /// later costs no trip to the timer wheel, as making and dropping one per request would.
     timer: Pin<Box<Sleep>>,
+    /// When the current request was sent ([`clock::now_us`]).
+    sent_at: u64,
 }
 
 /// How a round trip failed.
 enum Fault {
-    /// The connection ended (closed or reset) before any byte of an answer: a pooled one the
-    /// backend had closed, and the request may go again on a new one.
+    /// The request could not be written: the connection had been closed (a pooled one the
+    /// backend closed while it was idle). Nothing reached the backend, so the request may go
+    /// again on a new connection.
     Stale,
     /// No response head before the deadline.
     Timeout,
@@ -90,6 +94,8 @@ pub struct Answer {
     pub headers: HeaderMap,
     /// The body.
     pub body: AnswerBody,
+    /// When the request was sent ([`clock::now_us`]), for latency tracking.
+    pub sent_at: u64,
 }
 
 /// A response body: already complete (the connection is back in the pool), or still arriving.
@@ -133,7 +139,17 @@ impl H1Conn {
             end: 0,
             out: Vec::with_capacity(512),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            sent_at: 0,
         }
+    }
+
+    /// Readies an idle connection for the pool: a buffer a large head grew goes back to its
+    /// usual size.
+    pub(super) fn idle(mut self) -> H1Conn {
+        if self.buf.len() > READ_BUF {
+            self.buf = vec![0; READ_BUF];
+        }
+        self
     }
 
     fn buffered(&self) -> &[u8] {
@@ -257,10 +273,11 @@ impl H1Conn {
             }
             match self.fill_by_deadline().await {
                 None => return Err(Fault::Timeout),
-                Some(Ok(0)) if !received => return Err(Fault::Stale),
+                // The request went out: it may have reached the backend, so it is not sent
+                // again here (the retry policy decides).
+                Some(Ok(0)) if !received => return Err(Fault::Failed(CLOSED_UNANSWERED.into())),
                 Some(Ok(0)) => return Err(Fault::Failed("the backend closed mid-head".into())),
                 Some(Ok(_)) => {}
-                Some(Err(e)) if !received && stale_error(&e) => return Err(Fault::Stale),
                 Some(Err(e)) => return Err(Fault::Failed(e.to_string())),
             }
         }
@@ -388,12 +405,12 @@ pub async fn exchange(
     head: &Parts,
     host: Option<&str>,
     peer: &Peer,
-    deadline: Instant,
+    timeout: Duration,
 ) -> Result<Answer, ExchangeError> {
     if let Some(mut conn) = pool.pop_plain(backend.id) {
-        match round_trip(&mut conn, head, host, peer, deadline).await {
+        match round_trip(&mut conn, head, host, peer, timeout).await {
             Ok(found) => return Ok(finish(pool, backend.id, conn, found)),
-            Err(Fault::Stale) => {} // closed while idle: a new connection
+            Err(Fault::Stale) => {} // closed while idle, nothing sent: a new connection
             Err(f) => return Err(f.into()),
         }
     }
@@ -406,18 +423,19 @@ pub async fn exchange(
         }
         Err(e) => return Err(ExchangeError::Connect(e)),
     };
-    match round_trip(&mut conn, head, host, peer, deadline).await {
+    match round_trip(&mut conn, head, host, peer, timeout).await {
         Ok(found) => Ok(finish(pool, backend.id, conn, found)),
         Err(f) => Err(f.into()),
     }
 }
 
+/// Why a request that went out got no answer at all.
+const CLOSED_UNANSWERED: &str = "the backend closed the connection before answering";
+
 impl From<Fault> for ExchangeError {
     fn from(f: Fault) -> ExchangeError {
         match f {
-            Fault::Stale => {
-                ExchangeError::Failed("the backend closed the connection before answering".into())
-            }
+            Fault::Stale => ExchangeError::Failed(CLOSED_UNANSWERED.into()),
             Fault::Timeout => ExchangeError::Timeout,
             Fault::Failed(e) => ExchangeError::Failed(e),
         }
@@ -429,9 +447,11 @@ async fn round_trip(
     head: &Parts,
     host: Option<&str>,
     peer: &Peer,
-    deadline: Instant,
+    timeout: Duration,
 ) -> Result<(Answer0, Framing), Fault> {
-    conn.timer.as_mut().reset(deadline);
+    // The response timeout runs from the send, not the dial (as on hyper's path).
+    conn.timer.as_mut().reset(Instant::now() + timeout);
+    conn.sent_at = clock::now_us();
     conn.send(head, host, peer).await?;
     conn.read_head(&head.method).await
 }
@@ -449,6 +469,7 @@ fn finish(
         headers,
         reusable,
     } = head;
+    let sent_at = conn.sent_at;
     let have = conn.end - conn.start;
     let body = match framing {
         Framing::Length(n) if n <= have as u64 => {
@@ -472,6 +493,7 @@ fn finish(
         status,
         headers,
         body,
+        sent_at,
     }
 }
 
@@ -695,7 +717,7 @@ mod tests {
             get(),
         );
         assert_eq!(f, Framing::Chunked(Chunk::Size));
-        assert!(h.headers.get("content-length").is_none() && h.reusable);
+        assert!(h.headers.get("content-length").is_none() && !h.reusable);
         let (h, f) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", get());
         assert_eq!((f, h.reusable), (Framing::Close, false));
         let (h, f) = head("HTTP/1.1 200 OK\r\n\r\n", get());

@@ -386,12 +386,13 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             limiter: RefCell::new(policy.rate_limit.map(RateLimiter::new)),
             policy: RefCell::new((0, policy)),
         });
-        // Idle connections to backends that left the set (registry, reload, discovery) are
-        // dropped by a periodic sweep of this worker's own pool.
+        // Idle connections to backends that left the set (registry, reload, discovery), and
+        // idle lean connections their backends closed, are dropped by a periodic sweep of this
+        // worker's own pool.
         let (pool_sweep, sweep_conns) = (shared.pool.clone(), worker.conns.clone());
         let mut sweep_stop = shutdown.clone();
         let sweep = async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -399,6 +400,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 }
                 let set = pool_sweep.snapshot();
                 sweep_conns.retain(|id| set.iter().any(|b| b.id == id));
+                sweep_conns.drop_closed();
             }
         };
         let make = move |info: ConnInfo| {

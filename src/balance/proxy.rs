@@ -191,9 +191,10 @@ fn add_forwarded(parts: &mut Parts, peer: &Peer) {
     }
     let proto = if peer.tls { "https" } else { "http" };
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(&X_FORWARDED_HOST, host);
-    }
+    match h.get(header::HOST).cloned() {
+        Some(host) => h.insert(&X_FORWARDED_HOST, host),
+        None => h.remove(&X_FORWARDED_HOST),
+    };
 }
 
 /// Rewrites the client's request head for a backend: origin-form target, Host kept (or taken
@@ -439,8 +440,6 @@ pub async fn forward(
         if let Some(head) = lean.filter(|_| backend.target.scheme == Scheme::Http) {
             let host = needs_host.then_some(backend.target.authority.as_str());
             let in_flight = InFlight::new(backend.clone());
-            let sent_at = track_latency.then(clock::now_us);
-            let deadline = tokio::time::Instant::now() + policy.response_timeout;
             let exchange = h1::exchange(
                 &w.conns,
                 &shared.dialer,
@@ -448,7 +447,7 @@ pub async fn forward(
                 head,
                 host,
                 &peer,
-                deadline,
+                policy.response_timeout,
             );
             let failure = match exchange.await {
                 Err(ExchangeError::Timeout) => Failure::Timeout,
@@ -468,6 +467,7 @@ pub async fn forward(
                         attempts,
                         answered: true,
                     });
+                    let sent_at = track_latency.then_some(answer.sent_at);
                     return Ok(answered(
                         shared, &backend, sent_at, answer, in_flight, &policy,
                     ));

@@ -418,7 +418,15 @@ impl ConnPool {
         let mut plain = self.plain.borrow_mut();
         let list = plain.entry(id).or_default();
         if list.len() < MAX_IDLE {
-            list.push(conn);
+            list.push(conn.idle());
+        }
+    }
+
+    /// Closes the idle lean connections their backends have closed (hyper's connections
+    /// notice that themselves).
+    pub fn drop_closed(&self) {
+        for list in self.plain.borrow_mut().values_mut() {
+            list.retain(H1Conn::still_open);
         }
     }
 

@@ -59,6 +59,10 @@ impl HeadFacts {
             return Ok(Field::Length);
         }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if self.http10 {
+                // RFC 9112 §6.1: faulty framing (hyper's client refuses it too).
+                return Err("Transfer-Encoding in an HTTP/1.0 response");
+            }
             self.transfer = true;
             // Chunked only when it is the last coding applied.
             self.chunked = tokens(value)
@@ -103,14 +107,16 @@ impl HeadFacts {
         }
     }
 
-    /// True when the connection can carry another request after a response so framed.
+    /// True when the connection can carry another request after a response so framed. Not
+    /// after one with both Transfer-Encoding and Content-Length (RFC 9112 §6.3: a sign of
+    /// smuggling, so the connection is not trusted further).
     pub fn reusable(&self, framing: Framing) -> bool {
         let open = if self.http10 {
             self.keep_alive && !self.close
         } else {
             !self.close
         };
-        open && framing != Framing::UntilClose
+        open && framing != Framing::UntilClose && !(self.transfer && self.length.is_some())
     }
 }
 
@@ -206,6 +212,11 @@ mod tests {
         .unwrap();
         assert_eq!(f.framing(false, 200), Framing::Chunked);
         assert!(f.transfer_encoded());
+        assert!(!f.reusable(Framing::Chunked), "TE beside CL: not reused");
+        assert!(facts(1, &[("Transfer-Encoding", "chunked")])
+            .unwrap()
+            .reusable(Framing::Chunked));
+        assert!(facts(0, &[("Transfer-Encoding", "chunked")]).is_err());
         let f = facts(1, &[("Transfer-Encoding", "chunked, gzip")]).unwrap();
         assert_eq!(f.framing(false, 200), Framing::UntilClose);
         assert!(!f.reusable(Framing::UntilClose));
