@@ -32,7 +32,6 @@ use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
-use crate::core::clock;
 use crate::core::h1::{self, chunk_size, line, tokens, Field, HeadFacts};
 
 /// Read buffer of a connection; a response head may grow it up to [`MAX_HEAD`].
@@ -59,8 +58,8 @@ pub struct H1Conn {
     /// The response timeout, re-armed for each request. Moving a registered timer's deadline
     /// later costs no trip to the timer wheel, as making and dropping one per request would.
     timer: Pin<Box<Sleep>>,
-    /// When the current request was sent ([`clock::now_us`]).
-    sent_at: u64,
+    /// When the current request was sent.
+    sent_at: Instant,
 }
 
 /// How a round trip failed.
@@ -94,8 +93,8 @@ pub struct Answer {
     pub headers: HeaderMap,
     /// The body.
     pub body: AnswerBody,
-    /// When the request was sent ([`clock::now_us`]), for latency tracking.
-    pub sent_at: u64,
+    /// When the request was sent, for latency tracking.
+    pub sent_at: Instant,
 }
 
 /// A response body: already complete (the connection is back in the pool), or still arriving.
@@ -139,7 +138,7 @@ impl H1Conn {
             end: 0,
             out: Vec::with_capacity(512),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            sent_at: 0,
+            sent_at: Instant::now(),
         }
     }
 
@@ -450,8 +449,8 @@ async fn round_trip(
     timeout: Duration,
 ) -> Result<(Answer0, Framing), Fault> {
     // The response timeout runs from the send, not the dial (as on hyper's path).
-    conn.timer.as_mut().reset(Instant::now() + timeout);
-    conn.sent_at = clock::now_us();
+    conn.sent_at = Instant::now();
+    conn.timer.as_mut().reset(conn.sent_at + timeout);
     conn.send(head, host, peer).await?;
     conn.read_head(&head.method).await
 }

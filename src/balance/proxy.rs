@@ -618,7 +618,7 @@ pub async fn forward(
 fn answered(
     shared: &Shared,
     backend: &Arc<Backend>,
-    sent_at: Option<u64>,
+    sent_at: Option<tokio::time::Instant>,
     answer: h1::Answer,
     in_flight: InFlight,
     policy: &Policy,
@@ -629,8 +629,7 @@ fn answered(
         backend.record_success();
     }
     if let Some(t0) = sent_at {
-        let now = clock::now_us();
-        backend.observe_rtt(now.saturating_sub(t0) as f64, now);
+        backend.observe_rtt(t0.elapsed().as_micros() as f64, clock::now_us());
     }
     let body = match answer.body {
         AnswerBody::Complete(b) => Either::Right(Full::new(b)),
