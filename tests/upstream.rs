@@ -370,11 +370,11 @@ fn a_connection_whose_answer_had_both_lengths_is_not_reused() {
 
 #[test]
 fn kept_connections_the_backend_closes_are_let_go() {
-    // Answers, then closes the connection 200 ms later.
+    // Keep-alive, closing a connection after 200 ms without a request.
     let b = raw_backend(|mut c| {
-        if read_request_head(&mut c).is_some() {
+        let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+        while read_request_head(&mut c).is_some() {
             let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            std::thread::sleep(Duration::from_millis(200));
         }
     });
     let lb = quiet_balance(b);
@@ -393,4 +393,32 @@ fn kept_connections_the_backend_closes_are_let_go() {
     }
     let settled = wait_until(Duration::from_secs(10), || open_fds(pid) <= before);
     assert!(settled, "{} descriptors, {before} before", open_fds(pid));
+}
+
+#[test]
+fn a_request_a_kept_connection_reset_unread_goes_again_on_a_new_one() {
+    // Each connection answers its first request, then resets on the next one without reading
+    // it (the backend closed the connection meanwhile, with the request unread).
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let b = raw_backend(|mut c| {
+        let Some(head) = read_request_head(&mut c) else {
+            return;
+        };
+        if !head.starts_with(b"GET /healthcheck") {
+            SEEN.fetch_add(1, Ordering::SeqCst);
+        }
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        // Wait for the next request to arrive, then close with it unread: a reset.
+        let mut peek = [0u8; 1];
+        let _ = c.peek(&mut peek);
+    });
+    let lb = balance(
+        &[b],
+        &["--workers", "1", "--interval", "1h", "--retries", "0"],
+    );
+    for i in 0..5 {
+        let r = get(lb.addr(), "/").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(SEEN.load(Ordering::SeqCst), 5, "each request was read once");
 }

@@ -64,9 +64,9 @@ pub struct H1Conn {
 
 /// How a round trip failed.
 enum Fault {
-    /// The request could not be written: the connection had been closed (a pooled one the
-    /// backend closed while it was idle). Nothing reached the backend, so the request may go
-    /// again on a new connection.
+    /// The request could not be written, or the backend reset the connection with it unread
+    /// (a pooled connection the backend closed while it was idle). The backend did not take
+    /// it, so the request may go again on a new connection.
     Stale,
     /// No response head before the deadline.
     Timeout,
@@ -272,11 +272,15 @@ impl H1Conn {
             }
             match self.fill_by_deadline().await {
                 None => return Err(Fault::Timeout),
-                // The request went out: it may have reached the backend, so it is not sent
-                // again here (the retry policy decides).
+                // The request went out. A connection that ends before any byte of an answer
+                // may have delivered it, so it is not sent again here (the retry policy
+                // decides); but a reset says the backend closed with the request unread.
                 Some(Ok(0)) if !received => return Err(Fault::Failed(CLOSED_UNANSWERED.into())),
                 Some(Ok(0)) => return Err(Fault::Failed("the backend closed mid-head".into())),
                 Some(Ok(_)) => {}
+                Some(Err(e)) if !received && e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Fault::Stale)
+                }
                 Some(Err(e)) => return Err(Fault::Failed(e.to_string())),
             }
         }
