@@ -69,19 +69,31 @@ sleep 1
 
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 nginx_worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
-run() { wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null | awk '/Requests\/sec/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} END {printf "%10s %9s %9s", r, p50, p99}'; }
+TCK=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# req/s, p50, p99 of a wrk run against URL $1, and the CPU time (user + system) the server
+# process $2 spent per request meanwhile: the steadier figure on a shared machine.
+run() {
+  local t0 out t1
+  t0=$(ticks "$2")
+  out=$(wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null)
+  t1=$(ticks "$2")
+  awk -v t="$((t1 - t0))" -v hz="$TCK" '/requests in/ {n=$1} /Requests\/sec/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2}
+    END {printf "%10s %9s %9s %9.2f", r, p50, p99, (n > 0 ? t * 1000000 / hz / n : 0)}' <<<"$out"
+}
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | xargs), $(uname -r)"
 echo "load: wrk -t1 -c$C -d${D}s on loopback; every proxy and server with one worker"
 echo
-printf "%-22s %10s %9s %9s %9s\n" "" "req/s" "p50" "p99" "RSS MB"
-printf "%-22s %s %9s\n" "direct (nginx backend)" "$(run http://127.0.0.1:9201/)" "-"
-printf "%-22s %s %9s\n" "nginx proxy" "$(run http://127.0.0.1:9281/)" "$(rss "$(nginx_worker nginx-lb)")"
-printf "%-22s %s %9s\n" "haproxy" "$(run http://127.0.0.1:9282/)" "$(rss "$(cat "$W/haproxy.pid")")"
-printf "%-22s %s %9s\n" "lbx balance" "$(run http://127.0.0.1:9283/)" "$(rss $LBXPID)"
+printf "%-22s %10s %9s %9s %9s %9s\n" "" "req/s" "p50" "p99" "CPU us/r" "RSS MB"
+printf "%-22s %s %9s\n" "direct (nginx backend)" "$(run http://127.0.0.1:9201/ "$(nginx_worker backends)")" "-"
+printf "%-22s %s %9s\n" "nginx proxy" "$(run http://127.0.0.1:9281/ "$(nginx_worker nginx-lb)")" "$(rss "$(nginx_worker nginx-lb)")"
+printf "%-22s %s %9s\n" "haproxy" "$(run http://127.0.0.1:9282/ "$(cat "$W/haproxy.pid")")" "$(rss "$(cat "$W/haproxy.pid")")"
+printf "%-22s %s %9s\n" "lbx balance" "$(run http://127.0.0.1:9283/ $LBXPID)" "$(rss $LBXPID)"
 echo
-printf "%-22s %s %9s\n" "nginx return 200" "$(run http://127.0.0.1:9284/)" "$(rss "$(nginx_worker nginx-200)")"
-printf "%-22s %s %9s\n" "lbx serve" "$(run http://127.0.0.1:9285/)" "$(rss $SERVEPID)"
+printf "%-22s %s %9s\n" "nginx return 200" "$(run http://127.0.0.1:9284/ "$(nginx_worker nginx-200)")" "$(rss "$(nginx_worker nginx-200)")"
+printf "%-22s %s %9s\n" "lbx serve" "$(run http://127.0.0.1:9285/ $SERVEPID)" "$(rss $SERVEPID)"
+echo "(CPU us/r: user + system time of the server process per request during its run)"
 
 if [ "$IDLE" -gt 0 ]; then
   echo
