@@ -279,12 +279,10 @@ fn wait_healthy_succeeds_once_the_backend_starts() {
     );
     let _backend = Proc::start(&["serve", "-p", &port, "--workers", "1"], 1);
     assert_eq!(waiter.wait_exit(LIMIT), Some(0));
-    let out: Vec<String> = waiter.lines.try_iter().collect();
-    assert!(
-        out.iter()
-            .any(|l| l.contains(&target) && l.contains("healthy")),
-        "{out:?}"
-    );
+    // (Its output may still be on its way through the reader thread.)
+    wait_line(&waiter.lines, LIMIT, |l| {
+        l.contains(&target) && l.contains("healthy")
+    });
 }
 
 #[test]
