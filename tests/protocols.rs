@@ -967,6 +967,21 @@ fn a_saturated_http2_backend_connection_gets_company() {
 }
 
 #[test]
+fn a_burst_on_a_new_http2_connection_is_not_refused_away() {
+    // Forty requests at once, before the balancer has heard that the backend allows one stream
+    // per connection: the streams it refuses were never processed, and go again.
+    let s = serve(1, &["--delay", "20ms", "--max-streams", "1"]);
+    let lb = balance_to(
+        &format!("h2c://{}", s.addr()),
+        &["--workers", "1", "--interval", "1h"],
+    );
+    let target = lb.addr().to_string();
+    let (v, code) = bench_json(&["-n", "40", "-c", "40", &target]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(num(&v, "/status_codes/200"), 40, "{}", v["status_codes"]);
+}
+
+#[test]
 fn health_checks_speak_each_backends_protocol() {
     // An HTTP/1.1-only backend given as h2c:// fails its (h2c) health checks.
     let b = canned_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");

@@ -29,7 +29,7 @@ use super::upstream::{ConnPool, InFlight, UpBody, UpstreamBody};
 use super::Shared;
 use crate::core::addr::Scheme;
 use crate::core::backend::Backend;
-use crate::core::client::{classify, to_h2, ConnectError, ErrorKind};
+use crate::core::client::{classify, refused_stream, to_h2, ConnectError, ErrorKind};
 use crate::core::clock;
 use crate::core::select::Algorithm;
 
@@ -525,9 +525,12 @@ pub async fn forward(
             let sent_at = track_latency.then(clock::now_us);
             let sent =
                 tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
-            // Unless the connection handed it back unsent, the request reached this backend:
-            // an attempt (and one of its requests), whatever comes of it.
-            if !matches!(&sent, Ok(Err(e)) if e.message().is_some()) {
+            // A stream an HTTP/2 backend refused was never processed (RFC 9113 §8.7), as when
+            // it sent SETTINGS allowing fewer streams than were already under way.
+            let refused = matches!(&sent, Ok(Err(e)) if refused_stream(e.error()));
+            // Unless the connection handed it back unsent (or refused it), the request reached
+            // this backend: an attempt (and one of its requests), whatever comes of it.
+            if !matches!(&sent, Ok(Err(e)) if e.message().is_some()) && !refused {
                 backend.requests.fetch_add(1, Relaxed);
                 attempts += 1;
                 *served = Some(Served {
@@ -574,6 +577,9 @@ pub async fn forward(
                         }
                         backend.errors.fetch_add(1, Relaxed);
                         break;
+                    }
+                    if refused && !fresh && kept.is_some() {
+                        continue; // again (once), on the backend's connections as they are now
                     }
                     let e = e.into_error();
                     if body_too_large(&e) {

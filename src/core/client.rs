@@ -106,6 +106,19 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
+/// True when an HTTP/2 peer refused the request's stream (`REFUSED_STREAM`): it did no work on
+/// it (RFC 9113 §8.7), so the request may be sent again.
+pub fn refused_stream(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// Maps a request error from hyper (or an I/O error beneath it) to a kind.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
