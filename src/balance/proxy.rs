@@ -500,11 +500,7 @@ pub async fn forward(
                     None => break,
                 },
             };
-            let checkout = if fresh {
-                w.conns.connect(&shared.dialer, &backend).await
-            } else {
-                w.conns.checkout(&shared.dialer, &backend).await
-            };
+            let checkout = w.conns.checkout(&shared.dialer, &backend, !fresh).await;
             let (mut conn, reused, stream) = match checkout {
                 Ok(c) => (c.conn, c.reused && !fresh, c.stream),
                 Err(e) => {
@@ -522,7 +518,7 @@ pub async fn forward(
             let h2 = conn.is_h2();
             fit(&mut req, h2, &backend);
             let in_flight = InFlight::new(backend.clone());
-            let sent_at = track_latency.then(clock::now_us);
+            let sent_at = track_latency.then(tokio::time::Instant::now);
             let sent =
                 tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
             // A stream an HTTP/2 backend refused was never processed (RFC 9113 §8.7), as when
@@ -541,15 +537,7 @@ pub async fn forward(
             }
             match sent {
                 Ok(Ok(resp)) => {
-                    if resp.status().is_server_error() {
-                        failed(shared, &backend);
-                    } else {
-                        backend.record_success();
-                    }
-                    if let Some(t0) = sent_at {
-                        let now = clock::now_us();
-                        backend.observe_rtt(now.saturating_sub(t0) as f64, now);
-                    }
+                    judge(shared, &backend, resp.status(), sent_at);
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     if h2 {
@@ -620,6 +608,24 @@ pub async fn forward(
     ))
 }
 
+/// Feeds a backend's answer to passive health (a 5xx counts against it) and, when the
+/// algorithm tracks latency, the time since the request was sent.
+pub(super) fn judge(
+    shared: &Shared,
+    backend: &Backend,
+    status: StatusCode,
+    sent_at: Option<tokio::time::Instant>,
+) {
+    if status.is_server_error() {
+        failed(shared, backend);
+    } else {
+        backend.record_success();
+    }
+    if let Some(t0) = sent_at {
+        backend.observe_rtt(t0.elapsed().as_micros() as f64, clock::now_us());
+    }
+}
+
 /// The response from the lean HTTP/1.1 path, fed to passive health and latency tracking.
 fn answered(
     shared: &Shared,
@@ -629,14 +635,7 @@ fn answered(
     in_flight: InFlight,
     policy: &Policy,
 ) -> Response<ProxyBody> {
-    if answer.status.is_server_error() {
-        failed(shared, backend);
-    } else {
-        backend.record_success();
-    }
-    if let Some(t0) = sent_at {
-        backend.observe_rtt(t0.elapsed().as_micros() as f64, clock::now_us());
-    }
+    judge(shared, backend, answer.status, sent_at);
     let body = match answer.body {
         AnswerBody::Complete(b) => Either::Right(Full::new(b)),
         AnswerBody::Streaming(r) => {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::metrics::Served;
 use super::outcome::{failed, failure_response, Failure};
-use super::proxy::{local, mark_down, prepare, strip_hop_by_hop, Peer, ProxyBody, Worker};
+use super::proxy::{judge, local, mark_down, prepare, strip_hop_by_hop, Peer, ProxyBody, Worker};
 use super::upstream::InFlight;
 use crate::core::idle::{Activity, Tracked};
 use crate::core::select::Algorithm;
@@ -208,11 +208,7 @@ pub async fn open(
                     return failure_response(f, 1);
                 }
             };
-        if resp.status().is_server_error() {
-            failed(shared, &backend);
-        } else {
-            backend.record_success();
-        }
+        judge(shared, &backend, resp.status(), None);
         if let Some(s) = served {
             s.answered = true;
         }

@@ -213,19 +213,21 @@ fn handshake_failed(e: hyper::Error) -> ConnectError {
 }
 
 impl ConnPool {
-    /// A connection to `backend` for one request: one of its HTTP/2 connections, else an idle
-    /// HTTP/1.1 one that is still open, else a new one.
+    /// A connection to `backend` for one request: one of its HTTP/2 connections (a closed one
+    /// replaced first), else, when `reuse_idle`, an idle HTTP/1.1 one that is still open, else
+    /// a new one.
     pub async fn checkout(
         &self,
         dialer: &Dialer,
         backend: &Backend,
+        reuse_idle: bool,
     ) -> Result<Checkout, ConnectError> {
         if backend.target.scheme != Scheme::Http {
             if let Some(c) = self.multiplexed(dialer, backend).await? {
                 return Ok(c);
             }
         }
-        while let Some(mut conn) = self.pop(backend.id) {
+        while let Some(mut conn) = reuse_idle.then(|| self.pop(backend.id)).flatten() {
             if conn.is_closed() {
                 continue;
             }
@@ -237,21 +239,6 @@ impl ConnPool {
                     reused: true,
                     stream: None,
                 });
-            }
-        }
-        self.fresh(dialer, backend).await
-    }
-
-    /// A connection not taken from the idle pool: a new HTTP/1.1 one, or one of the backend's
-    /// HTTP/2 connections once any closed one has been replaced.
-    pub async fn connect(
-        &self,
-        dialer: &Dialer,
-        backend: &Backend,
-    ) -> Result<Checkout, ConnectError> {
-        if backend.target.scheme != Scheme::Http {
-            if let Some(c) = self.multiplexed(dialer, backend).await? {
-                return Ok(c);
             }
         }
         self.fresh(dialer, backend).await
