@@ -32,16 +32,13 @@ use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
-use crate::core::h1::{self, chunk_size, line, tokens, Field, HeadFacts};
+use crate::core::h1::{self, tokens, Chunk, Chunked, Field, HeadFacts};
 
 /// Read buffer of a connection; a response head may grow it up to [`MAX_HEAD`].
 const READ_BUF: usize = 8 * 1024;
 
-/// Largest response head (or trailer section) accepted.
+/// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-
-/// Longest chunk-size line (size, extensions, CRLF) accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// Most header fields in a response head or trailer section (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -111,22 +108,9 @@ enum Framing {
     /// `Content-Length`: this many bytes left.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
-    Chunked(Chunk),
+    Chunked(Chunked),
     /// Up to the backend's close.
     Close,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: the trailer section.
-    Trailers,
 }
 
 impl H1Conn {
@@ -371,7 +355,7 @@ fn parse_head(
     let reusable = facts.reusable(framing);
     let framing = match framing {
         h1::Framing::Length(n) => Framing::Length(n),
-        h1::Framing::Chunked => Framing::Chunked(Chunk::Size),
+        h1::Framing::Chunked => Framing::Chunked(Chunked::default()),
         h1::Framing::UntilClose => Framing::Close,
     };
     let head = Answer0 {
@@ -380,6 +364,26 @@ fn parse_head(
         reusable,
     };
     Ok(Some((n, Some((head, framing)))))
+}
+
+/// The fields of a whole trailer section (its final empty line included), if it has any.
+fn parse_trailers(section: &[u8]) -> Result<Option<HeaderMap>, String> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let fields = match httparse::parse_headers(section, &mut slots) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        Ok(httparse::Status::Partial) => return Err("malformed trailers".into()),
+        Err(e) => return Err(format!("malformed trailers: {e}")),
+    };
+    let mut trailers = HeaderMap::new();
+    for f in fields.iter() {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) {
+            trailers.append(k, v);
+        }
+    }
+    Ok((!trailers.is_empty()).then_some(trailers))
 }
 
 /// A field value as a slice of `shared`, a copy of the bytes that start at address `base` and
@@ -625,71 +629,23 @@ impl Reader {
             }
             Framing::Chunked(state) => loop {
                 let have = conn.buffered();
-                match *state {
-                    Chunk::Size => {
-                        let Some(len) = line(have, MAX_CHUNK_LINE, "chunk-size line too long")?
-                        else {
-                            return Ok(Step::More);
-                        };
-                        let size = chunk_size(&have[..len - 2])?;
-                        conn.consume(len);
-                        *state = if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        };
-                    }
-                    Chunk::Data(left) => {
-                        if have.is_empty() {
-                            return Ok(Step::More);
-                        }
-                        let n = have.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                match state.next(have)? {
+                    Chunk::Framing(n) => conn.consume(n),
+                    Chunk::Data(n) => {
                         let data = Bytes::copy_from_slice(&have[..n]);
                         conn.consume(n);
-                        let left = left - n as u64;
-                        *state = if left == 0 {
-                            Chunk::DataEnd
-                        } else {
-                            Chunk::Data(left)
-                        };
                         return Ok(Step::Frame(Frame::data(data)));
                     }
-                    Chunk::DataEnd => match have {
-                        [b'\r', b'\n', ..] => {
-                            conn.consume(2);
-                            *state = Chunk::Size;
-                        }
-                        [] | [b'\r'] => return Ok(Step::More),
-                        _ => return Err("chunk data not followed by CRLF".into()),
-                    },
-                    Chunk::Trailers => {
-                        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                        let (n, fields) = match httparse::parse_headers(have, &mut slots) {
-                            Ok(httparse::Status::Complete((n, fields))) => (n, fields),
-                            Ok(httparse::Status::Partial) if have.len() < MAX_HEAD => {
-                                return Ok(Step::More)
-                            }
-                            Ok(httparse::Status::Partial) => {
-                                return Err("trailer section too long".into())
-                            }
-                            Err(e) => return Err(format!("malformed trailers: {e}")),
-                        };
-                        let mut trailers = HeaderMap::new();
-                        for f in fields.iter() {
-                            if let (Ok(k), Ok(v)) = (
-                                HeaderName::from_bytes(f.name.as_bytes()),
-                                HeaderValue::from_bytes(f.value),
-                            ) {
-                                trailers.append(k, v);
-                            }
-                        }
+                    Chunk::End(n) => {
+                        let trailers = parse_trailers(&have[..n])?;
                         conn.consume(n);
                         self.done();
-                        if trailers.is_empty() {
-                            return Ok(Step::End);
-                        }
-                        return Ok(Step::Frame(Frame::trailers(trailers)));
+                        return Ok(match trailers {
+                            Some(t) => Step::Frame(Frame::trailers(t)),
+                            None => Step::End,
+                        });
                     }
+                    Chunk::More => return Ok(Step::More),
                 }
             },
         }
@@ -719,7 +675,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             get(),
         );
-        assert_eq!(f, Framing::Chunked(Chunk::Size));
+        assert_eq!(f, Framing::Chunked(Chunked::Size));
         assert!(h.headers.get("content-length").is_none() && !h.reusable);
         let (h, f) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", get());
         assert_eq!((f, h.reusable), (Framing::Close, false));

@@ -16,16 +16,12 @@ use http::HeaderName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::core::client::{classify, ErrorKind, Stream};
-use crate::core::h1::{chunk_size, line, Framing, HeadFacts};
+use crate::core::h1::{Chunk, Chunked, Framing, HeadFacts};
 
 /// Largest response head (status line and headers) accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one response head.
 const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line (size, extensions, CRLF) accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Most bytes of trailer fields accepted after the last chunk.
-const MAX_TRAILERS: usize = 64 * 1024;
 /// Bytes the buffer is grown by when a read needs room.
 const READ_CHUNK: usize = 16 * 1024;
 /// Room below which the buffer is grown before a read.
@@ -72,19 +68,10 @@ impl std::fmt::Display for FastError {
 enum State {
     /// Waiting for the (next) head: a 1xx interim head is followed by another.
     Head,
-    /// Body bytes: this many left of the Content-Length, or of the current chunk.
-    Data {
-        /// Bytes left.
-        left: u64,
-        /// A chunk's data (its CRLF follows), not a Content-Length body.
-        chunked: bool,
-    },
-    /// Chunked: a chunk-size line comes next.
-    ChunkSize,
-    /// Chunked: the CRLF after a chunk's data comes next.
-    ChunkEnd,
-    /// Chunked: trailer fields (or the final empty line) come next.
-    Trailers,
+    /// Body bytes: this many left of the Content-Length.
+    Data(u64),
+    /// A chunked body, decoded as `core::h1` does.
+    Chunked(Chunked),
     /// The body runs until the server closes the connection.
     UntilClose,
     /// The response is complete.
@@ -98,8 +85,6 @@ pub struct ResponseReader {
     state: State,
     /// The request was HEAD: the response has no body whatever its headers say.
     head_request: bool,
-    /// Trailer bytes seen so far.
-    trailers: usize,
     /// Status code of the final (non-1xx) head.
     pub status: u16,
     /// The group-by header was present (its value is in the caller's buffer).
@@ -116,7 +101,6 @@ impl ResponseReader {
         ResponseReader {
             state: State::Head,
             head_request,
-            trailers: 0,
             status: 0,
             grouped: false,
             bytes: 0,
@@ -140,54 +124,26 @@ impl ResponseReader {
                         return Ok(false);
                     }
                 }
-                State::Data { left, chunked } => match self.skip(buf, left) {
-                    0 if chunked => self.state = State::ChunkEnd,
+                State::Data(left) => match self.skip(buf, left) {
                     0 => self.state = State::Done,
                     left => {
-                        self.state = State::Data { left, chunked };
+                        self.state = State::Data(left);
                         return Ok(false);
                     }
                 },
-                State::ChunkSize => {
-                    let line = line(buf, MAX_CHUNK_LINE, "chunk-size line too long")
-                        .map_err(FastError::Malformed)?;
-                    let Some(line) = line else {
-                        return Ok(false);
-                    };
-                    let size = chunk_size(&buf[..line - 2]).map_err(FastError::Malformed)?;
-                    buf.advance(line);
-                    self.state = if size == 0 {
-                        State::Trailers
-                    } else {
-                        State::Data {
-                            left: size,
-                            chunked: true,
+                State::Chunked(mut chunked) => {
+                    let next = chunked.next(buf).map_err(FastError::Malformed)?;
+                    self.state = State::Chunked(chunked);
+                    match next {
+                        Chunk::Framing(n) => buf.advance(n),
+                        Chunk::Data(n) => {
+                            self.skip(buf, n as u64);
                         }
-                    };
-                }
-                State::ChunkEnd => {
-                    if buf.len() < 2 {
-                        return Ok(false);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(FastError::Malformed("chunk data not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    self.state = State::ChunkSize;
-                }
-                State::Trailers => {
-                    let room = MAX_TRAILERS.saturating_sub(self.trailers).max(2);
-                    let line =
-                        line(buf, room, "trailers too large").map_err(FastError::Malformed)?;
-                    let Some(line) = line else {
-                        return Ok(false);
-                    };
-                    buf.advance(line);
-                    self.trailers += line;
-                    if line == 2 {
-                        self.state = State::Done;
-                    } else if self.trailers >= MAX_TRAILERS {
-                        return Err(FastError::Malformed("trailers too large"));
+                        Chunk::End(n) => {
+                            buf.advance(n);
+                            self.state = State::Done;
+                        }
+                        Chunk::More => return Ok(false),
                     }
                 }
                 State::UntilClose => {
@@ -276,11 +232,8 @@ impl ResponseReader {
         self.close |= !facts.reusable(framing);
         self.state = match framing {
             Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Data {
-                left: n,
-                chunked: false,
-            },
-            Framing::Chunked => State::ChunkSize,
+            Framing::Length(n) => State::Data(n),
+            Framing::Chunked => State::Chunked(Chunked::default()),
             Framing::UntilClose => State::UntilClose,
         };
         Ok(true)
@@ -397,6 +350,7 @@ impl FastConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::h1::MAX_TRAILERS;
 
     /// Feeds `pieces` one after another; the reader's result after each and its final state.
     fn feed(head: bool, pieces: &[&[u8]]) -> (Result<bool, FastError>, ResponseReader, Vec<u8>) {

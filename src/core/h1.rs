@@ -120,6 +120,91 @@ impl HeadFacts {
     }
 }
 
+/// Longest chunk-size line (size, extensions, CRLF) accepted.
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Most bytes of trailer section (its final empty line included) accepted.
+pub const MAX_TRAILERS: usize = 64 * 1024;
+
+/// Where a chunked body's decoder is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chunked {
+    /// A chunk-size line comes next.
+    #[default]
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data comes next.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+}
+
+/// What the front of a chunked body's buffer holds, as [`Chunked::next`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// This many bytes of framing (a size line, a CRLF): drop them.
+    Framing(usize),
+    /// This many bytes of chunk data: take them.
+    Data(usize),
+    /// The trailer section, this long with its final empty line: take it; the body has ended.
+    End(usize),
+    /// More bytes are needed.
+    More,
+}
+
+impl Chunked {
+    /// Reads what comes next at the front of `buf`. The caller then removes the bytes the
+    /// answer counts (all of them) from its buffer.
+    pub fn next(&mut self, buf: &[u8]) -> Result<Chunk, &'static str> {
+        match *self {
+            Chunked::Size => {
+                let Some(len) = line(buf, MAX_CHUNK_LINE, "chunk-size line too long")? else {
+                    return Ok(Chunk::More);
+                };
+                let size = chunk_size(&buf[..len - 2])?;
+                *self = if size == 0 {
+                    Chunked::Trailers
+                } else {
+                    Chunked::Data(size)
+                };
+                Ok(Chunk::Framing(len))
+            }
+            Chunked::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Chunk::More);
+                }
+                let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                *self = match left - n as u64 {
+                    0 => Chunked::DataEnd,
+                    left => Chunked::Data(left),
+                };
+                Ok(Chunk::Data(n))
+            }
+            Chunked::DataEnd => match buf {
+                [b'\r', b'\n', ..] => {
+                    *self = Chunked::Size;
+                    Ok(Chunk::Framing(2))
+                }
+                [] | [b'\r'] => Ok(Chunk::More),
+                _ => Err("chunk data not followed by CRLF"),
+            },
+            Chunked::Trailers => {
+                let mut at = 0;
+                loop {
+                    let room = MAX_TRAILERS - at;
+                    match line(&buf[at..], room, "trailers too large")? {
+                        Some(2) => return Ok(Chunk::End(at + 2)),
+                        Some(len) if at + len < MAX_TRAILERS => at += len,
+                        Some(_) => return Err("trailers too large"),
+                        None => return Ok(Chunk::More),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The length (CRLF included) of the CRLF-terminated line at the front of `buf`; `None` until
 /// it is all there; an error when it is longer than `max` or ends in a bare LF.
 pub fn line(buf: &[u8], max: usize, too_long: &'static str) -> Result<Option<usize>, &'static str> {
@@ -244,6 +329,39 @@ mod tests {
             assert!(content_length(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert_eq!(content_length(b" 42 "), Ok(42));
+    }
+
+    /// Decodes a whole chunked body fed in pieces of `step` bytes: its data and trailers.
+    fn decode(body: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
+        let (mut state, mut buf, mut data) = (Chunked::default(), Vec::new(), Vec::new());
+        let mut pieces = body.chunks(step);
+        loop {
+            match state.next(&buf)? {
+                Chunk::Framing(n) => drop(buf.drain(..n)),
+                Chunk::Data(n) => data.extend(buf.drain(..n)),
+                Chunk::End(n) => return Ok((data, buf.drain(..n).collect())),
+                Chunk::More => match pieces.next() {
+                    Some(p) => buf.extend_from_slice(p),
+                    None => return Err("ended early"),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_in_any_pieces() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-sum: 11\r\n\r\n";
+        for step in 1..body.len() {
+            let (data, trailers) = decode(body, step).unwrap();
+            assert_eq!(data, b"hello world");
+            assert_eq!(trailers, b"x-sum: 11\r\n\r\n");
+        }
+        assert_eq!(decode(b"0\r\n\r\n", 1).unwrap(), (vec![], b"\r\n".to_vec()));
+        for bad in [&b"5\r\nhelloX\r\n"[..], b"5\nhello\r\n", b"z\r\n"] {
+            assert!(decode(bad, 64).is_err(), "{bad:?}");
+        }
+        let long = [b"0\r\nx: ".as_slice(), &[b'a'; MAX_TRAILERS], b"\r\n\r\n"].concat();
+        assert_eq!(decode(&long, 4096), Err("trailers too large"));
     }
 
     #[test]
