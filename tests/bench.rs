@@ -344,7 +344,19 @@ fn h2c_server() -> (
 fn http2_prior_knowledge_shares_connections_between_streams() {
     let (addr, conns) = h2c_server();
     let url = format!("http://{addr}/");
-    let (v, code) = bench_json(&["--http2", "-c", "2", "-p", "4", "-n", "100", &url]);
+    // One thread: both connections are dialed (see an_h2c_url_speaks_http2_prior_knowledge).
+    let (v, code) = bench_json(&[
+        "--threads",
+        "1",
+        "--http2",
+        "-c",
+        "2",
+        "-p",
+        "4",
+        "-n",
+        "100",
+        &url,
+    ]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["http_version"], "2");
     assert_eq!(num(&v, "/status_codes/200"), 100);
@@ -370,7 +382,9 @@ fn streams_need_http2() {
 fn an_h2c_url_speaks_http2_prior_knowledge() {
     let (addr, conns) = h2c_server();
     let url = format!("h2c://{addr}/");
-    let (v, code) = bench_json(&["-c", "2", "-p", "4", "-n", "40", &url]);
+    // One thread: every loop takes its first request before any connection is up, so both
+    // connections are dialed (on two threads, a late one may find no request left).
+    let (v, code) = bench_json(&["--threads", "1", "-c", "2", "-p", "4", "-n", "40", &url]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["http_version"], "2");
     assert_eq!(v["url"], url.as_str());
