@@ -215,7 +215,10 @@ fn connector(roots: &[Vec<u8>], alpn: &[u8]) -> tokio_rustls::TlsConnector {
         .unwrap()
         .with_root_certificates(store)
         .with_no_client_auth();
-    c.alpn_protocols = vec![alpn.to_vec()];
+    // An empty `alpn` offers none.
+    if !alpn.is_empty() {
+        c.alpn_protocols = vec![alpn.to_vec()];
+    }
     tokio_rustls::TlsConnector::from(Arc::new(c))
 }
 
@@ -347,6 +350,83 @@ fn certificates_without_tls_port_make_the_main_port_serve_tls() {
         h1_get(io, "localhost", "/").await.status()
     });
     assert_eq!(status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Reads one response with a Content-Length body from `io`; returns its text.
+async fn read_h1_response<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                assert_eq!(buf.len(), end + 4 + len, "nothing beyond one answer");
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(LIMIT, io.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before a whole answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+// An idle HTTP/1 connection over TLS parks as a plain one does (hyper's buffers are freed after
+// 100 ms of quiet, the TLS session is kept) and is rebuilt when the client sends again: with
+// ALPN http/1.1 and without ALPN, the client never notices. Without ALPN, the first bytes still
+// tell HTTP/2 from HTTP/1.
+#[test]
+fn tls_keep_alive_connections_serve_requests_after_going_idle() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_path("tls-park");
+    let s = serve(1, &[]);
+    let (lb, der) = balance_over_tls(s.addr(), &dir);
+    let addr = lb.addr();
+    block_on(async move {
+        for alpn in [&b"http/1.1"[..], b""] {
+            let (mut io, chosen, _) =
+                tls_connect(addr, std::slice::from_ref(&der), "localhost", alpn).await;
+            assert_eq!(chosen.as_deref(), (!alpn.is_empty()).then_some(alpn));
+            let get = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            for round in 0..3 {
+                io.write_all(get).await.unwrap();
+                let r = read_h1_response(&mut io).await;
+                assert!(
+                    r.starts_with("HTTP/1.1 200"),
+                    "round {round}, {alpn:?}: {r}"
+                );
+                assert!(r.ends_with("Hello from server 1"), "{r}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            // Two pipelined requests after a pause, the second split across another pause.
+            io.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\nGET / HTTP/1.1\r\nHo")
+                .await
+                .unwrap();
+            let r = read_h1_response(&mut io).await;
+            assert!(r.starts_with("HTTP/1.1 200"), "{alpn:?}: {r}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            io.write_all(b"st: localhost\r\n\r\n").await.unwrap();
+            let r = read_h1_response(&mut io).await;
+            assert!(r.starts_with("HTTP/1.1 200"), "{alpn:?}: {r}");
+        }
+        // HTTP/2 with prior knowledge over TLS without ALPN.
+        let (io, chosen, _) = tls_connect(addr, &[der], "localhost", b"").await;
+        assert_eq!(chosen, None);
+        let (resp, version) = h2_get(io, "https://localhost/").await;
+        assert_eq!((resp.status().as_u16(), version), (200, Version::HTTP_2));
+    });
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,8 +1,9 @@
-//! One client connection's life after accept. HTTP/1 connections on a plain listener *park*
+//! One client connection's life after accept. HTTP/1 connections, plain or over TLS, *park*
 //! when they go quiet: hyper's connection (its 8 KiB read and write buffers, the slot for a
-//! request future) is taken apart and dropped, and the task holds only the socket until the
-//! client sends again. Ten thousand idle keep-alive clients then cost about what their sockets
-//! cost, as with nginx, which frees a keep-alive connection's buffers the same way.
+//! request future) is taken apart and dropped, and the task holds only the socket (and the TLS
+//! session) until the client sends again. Ten thousand idle keep-alive clients then cost about
+//! what their sockets cost, as with nginx, which frees a keep-alive connection's buffers the
+//! same way.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
@@ -19,7 +21,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -204,26 +206,48 @@ impl<B: Body> Body for Counted<B> {
     }
 }
 
-/// What the first bytes of a plain connection say.
-enum Sniff {
-    /// Not the HTTP/2 preface: HTTP/1.
-    Http1,
-    /// The HTTP/2 preface, or too little of it yet to tell: the auto builder decides.
-    Other,
-    /// Closed, failed, or silent past the deadline.
-    Gone,
+/// Whether a connection's first bytes are not (the start of) the HTTP/2 preface: HTTP/1.
+/// Too few bytes to tell go to the auto builder, which waits for the rest.
+fn is_http1(first: &[u8]) -> bool {
+    first != &H2_PREFACE[..first.len()]
 }
 
-async fn sniff(stream: &TcpStream, deadline: Instant) -> Sniff {
-    let mut buf = [0u8; 24];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Sniff::Gone,
-        Ok(Ok(n)) if buf[..n] != H2_PREFACE[..n] => Sniff::Http1,
-        Ok(Ok(_)) => Sniff::Other,
+/// The stream hyper's HTTP/1 connection runs on.
+type H1Io<I> = TokioIo<Tracked<I>>;
+
+/// A stream an idle HTTP/1 connection can park on.
+pub(super) trait Park: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Resolves when the peer may have sent something, or closed.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_;
+
+    /// Bytes the stream has received and decoded but nobody has read yet.
+    fn take_buffered(&mut self) -> Bytes {
+        Bytes::new()
     }
 }
 
-type H1Io = TokioIo<Tracked<TcpStream>>;
+impl Park for TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_ {
+        TcpStream::readable(self)
+    }
+}
+
+impl Park for tokio_rustls::server::TlsStream<TcpStream> {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_ {
+        self.get_ref().0.readable()
+    }
+
+    /// Plaintext rustls decrypted from records the socket delivered with the last request.
+    fn take_buffered(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // WouldBlock (nothing decoded waits), end of stream or an error: the next read sees it.
+        while let Ok(n @ 1..) = std::io::Read::read(&mut self.get_mut().1.reader(), &mut chunk) {
+            out.extend_from_slice(&chunk[..n]);
+        }
+        out.into()
+    }
+}
 
 /// One accepted connection's serving context.
 pub(super) struct Conn {
@@ -240,20 +264,34 @@ pub(super) struct Conn {
 
 impl Conn {
     /// Serves a plain TCP connection: HTTP/1 (parking while idle) or h2c.
-    pub(super) async fn serve_plain<S, B>(mut self, stream: TcpStream, service: Tracking<S>)
+    pub(super) async fn serve_plain<S, B>(self, stream: TcpStream, service: Tracking<S>)
     where
         S: ConnService<B>,
         B: ResponseBody,
     {
-        match sniff(&stream, self.deadline).await {
-            Sniff::Gone => return,
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let peek = tokio::time::timeout_at(self.deadline, stream.peek(&mut buf));
+        match peek.await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {}
+            Ok(Ok(n)) if is_http1(&buf[..n]) => self.serve_h1(stream, Bytes::new(), service).await,
             // Boxed: the task of a parked HTTP/1 connection stays small.
-            Sniff::Other => return Box::pin(self.serve(stream, service)).await,
-            Sniff::Http1 => {}
+            Ok(Ok(_)) => Box::pin(self.serve(stream, Bytes::new(), service)).await,
         }
+    }
+
+    /// Serves HTTP/1 on `io` (whose first bytes, already read, are `prefix`), taking hyper's
+    /// connection apart whenever the client goes quiet, and building it again when the client
+    /// sends.
+    async fn serve_h1<I, S, B>(mut self, io: I, prefix: Bytes, service: Tracking<S>)
+    where
+        I: Park,
+        S: ConnService<B>,
+        B: ResponseBody,
+    {
         let state = service.state.clone();
         let activity = Activity::new();
-        let mut io = Tracked::new(stream, activity.clone());
+        let mut io = Tracked::new(io, activity.clone());
+        io.rewind(prefix);
         let mut service = service;
         // Since when the connection has been waiting for a request head (None while a request
         // is in flight); the next head must be in within the keep-alive time.
@@ -270,18 +308,25 @@ impl Conn {
             };
             let read_buf;
             (io, service, read_buf) = (parts.io.into_inner(), parts.service, parts.read_buf);
-            if !read_buf.is_empty() {
+            // Bytes hyper had read, then any the stream itself decoded and holds (TLS).
+            let held = io.get_mut().take_buffered();
+            let unread = match (read_buf.is_empty(), held.is_empty()) {
+                (_, true) => read_buf,
+                (true, false) => held,
+                (false, false) => [&read_buf[..], &held[..]].concat().into(),
+            };
+            if !unread.is_empty() {
                 // Part of a head had arrived: serve it at once, and park no more until a whole
                 // head is in (hyper's header timer must run on, or a client trickling a head
                 // could restart it at every park).
-                io.rewind(read_buf);
+                io.rewind(unread);
                 state.hold.set(true);
                 continue;
             }
             // Even empty, it may share hyper's read buffer: let that go.
-            drop(read_buf);
+            drop(unread);
             trim::parked();
-            // Parked: the task holds the socket and nothing else until the client sends.
+            // Parked: the task holds the stream and nothing else until the client sends.
             let until = waiting.since.unwrap_or_else(Instant::now) + self.keep_alive;
             tokio::select! {
                 biased;
@@ -297,14 +342,15 @@ impl Conn {
     /// ticking every [`PARK_AFTER`] while the connection is active, enforces the keep-alive
     /// time (hyper's per-request header timer is off: that saves arming a timer per request),
     /// the idle timeout, parking, and a graceful close at shutdown (within one tick).
-    async fn run_h1<S, B>(
+    async fn run_h1<I, S, B>(
         &mut self,
-        mut conn: Pin<Box<http1::UpgradeableConnection<H1Io, Tracking<S>>>>,
+        mut conn: Pin<Box<http1::UpgradeableConnection<H1Io<I>, Tracking<S>>>>,
         activity: &Arc<Activity>,
         state: &ConnState,
         waiting: &mut Waiting,
-    ) -> Option<http1::Parts<H1Io, Tracking<S>>>
+    ) -> Option<http1::Parts<H1Io<I>, Tracking<S>>>
     where
+        I: Park,
         S: ConnService<B>,
         B: ResponseBody,
     {
@@ -358,7 +404,9 @@ impl Conn {
         }
     }
 
-    /// Serves a TLS connection once its handshake completes (within the first-head deadline).
+    /// Serves a TLS connection once its handshake completes (within the first-head deadline):
+    /// HTTP/2 when ALPN chose it, HTTP/1 (parking while idle, as plain connections do) when it
+    /// chose http/1.1, and without ALPN, what the first bytes say.
     pub(super) async fn serve_tls<S, B>(
         self,
         config: Arc<rustls::ServerConfig>,
@@ -370,16 +418,35 @@ impl Conn {
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let handshake = tokio::time::timeout_at(self.deadline, acceptor.accept(stream));
-        if let Ok(Ok(tls)) = handshake.await {
-            self.serve(tls, service).await;
+        let Ok(Ok(mut tls)) = handshake.await else {
+            return;
+        };
+        match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => self.serve(tls, Bytes::new(), service).await,
+            Some(_) => self.serve_h1(tls, Bytes::new(), service).await,
+            None => {
+                let mut buf = [0u8; H2_PREFACE.len()];
+                let read = tokio::time::timeout_at(self.deadline, tls.read(&mut buf));
+                match read.await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {}
+                    Ok(Ok(n)) => {
+                        let first = Bytes::copy_from_slice(&buf[..n]);
+                        if is_http1(&first) {
+                            self.serve_h1(tls, first, service).await;
+                        } else {
+                            self.serve(tls, first, service).await;
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface) on `io` until it closes, without
-    /// parking (TLS connections, and h2c). At shutdown, and when no byte has moved for the idle
+    /// parking (HTTP/2, over TLS or h2c). At shutdown, and when no byte has moved for the idle
     /// timeout (hyper's header timer only covers HTTP/1), the connection closes gracefully:
     /// requests in flight finish first.
-    pub(super) async fn serve<I, S, B>(self, io: I, service: Tracking<S>)
+    pub(super) async fn serve<I, S, B>(self, io: I, prefix: Bytes, service: Tracking<S>)
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         S: ConnService<B>,
@@ -387,7 +454,8 @@ impl Conn {
     {
         let state = service.state.clone();
         let activity = Activity::new();
-        let io = Tracked::new(io, activity.clone());
+        let mut io = Tracked::new(io, activity.clone());
+        io.rewind(prefix);
         // Boxed, so the task of a parked HTTP/1 connection stays small.
         let mut conn = Box::pin(
             self.auto
