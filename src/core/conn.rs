@@ -206,10 +206,23 @@ impl<B: Body> Body for Counted<B> {
     }
 }
 
-/// Whether a connection's first bytes are not (the start of) the HTTP/2 preface: HTTP/1.
-/// Too few bytes to tell go to the auto builder, which waits for the rest.
-fn is_http1(first: &[u8]) -> bool {
-    first != &H2_PREFACE[..first.len()]
+/// A connection's first bytes (`None`: closed, failed or silent past the deadline): whether
+/// they are HTTP/1's rather than (the start of) the HTTP/2 preface, and the bytes to replay
+/// when they had to be read rather than peeked. Too few bytes to tell go to the auto builder,
+/// which waits for the rest.
+async fn first_bytes<I: Park>(io: &mut I, deadline: Instant) -> Option<(bool, Bytes)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match tokio::time::timeout_at(deadline, io.first_bytes(&mut buf)).await {
+        Ok(Ok((n @ 1.., consumed))) => {
+            let first = &buf[..n];
+            let replay = match consumed {
+                true => Bytes::copy_from_slice(first),
+                false => Bytes::new(),
+            };
+            Some((first != &H2_PREFACE[..n], replay))
+        }
+        _ => None,
+    }
 }
 
 /// The stream hyper's HTTP/1 connection runs on.
@@ -219,6 +232,13 @@ type H1Io<I> = TokioIo<Tracked<I>>;
 pub(super) trait Park: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// Resolves when the peer may have sent something, or closed.
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_;
+
+    /// The first bytes the peer sends, into `buf`: how many, and whether they were consumed
+    /// (read rather than peeked, so they must be replayed).
+    fn first_bytes<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<(usize, bool)>> + 'a;
 
     /// Bytes the stream has received and decoded but nobody has read yet.
     fn take_buffered(&mut self) -> Bytes {
@@ -230,11 +250,20 @@ impl Park for TcpStream {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_ {
         TcpStream::readable(self)
     }
+
+    async fn first_bytes(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+        Ok((self.peek(buf).await?, false))
+    }
 }
 
 impl Park for tokio_rustls::server::TlsStream<TcpStream> {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + '_ {
         self.get_ref().0.readable()
+    }
+
+    /// Decrypted bytes cannot be peeked: they are read.
+    async fn first_bytes(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+        Ok((self.read(buf).await?, true))
     }
 
     /// Plaintext rustls decrypted from records the socket delivered with the last request.
@@ -264,30 +293,42 @@ pub(super) struct Conn {
 
 impl Conn {
     /// Serves a plain TCP connection: HTTP/1 (parking while idle) or h2c.
-    pub(super) async fn serve_plain<S, B>(self, stream: TcpStream, service: Tracking<S>)
+    pub(super) fn serve_plain<S, B>(
+        self,
+        stream: TcpStream,
+        service: Tracking<S>,
+    ) -> impl Future<Output = ()>
     where
         S: ConnService<B>,
         B: ResponseBody,
     {
-        let mut buf = [0u8; H2_PREFACE.len()];
-        let peek = tokio::time::timeout_at(self.deadline, stream.peek(&mut buf));
-        match peek.await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {}
-            Ok(Ok(n)) if is_http1(&buf[..n]) => self.serve_h1(stream, Bytes::new(), service).await,
-            // Boxed: the task of a parked HTTP/1 connection stays small.
-            Ok(Ok(_)) => Box::pin(self.serve(stream, Bytes::new(), service)).await,
-        }
+        // Not an async fn of its own: the task's state is `serve_h1`'s alone, with no second
+        // copy of the connection's parts.
+        self.serve_h1(stream, true, service)
     }
 
-    /// Serves HTTP/1 on `io` (whose first bytes, already read, are `prefix`), taking hyper's
-    /// connection apart whenever the client goes quiet, and building it again when the client
-    /// sends.
-    async fn serve_h1<I, S, B>(mut self, io: I, prefix: Bytes, service: Tracking<S>)
+    /// Serves HTTP/1 on `io`, taking hyper's connection apart whenever the client goes quiet,
+    /// and building it again when the client sends. With `sniff`, the first bytes are looked at
+    /// first, and the HTTP/2 preface goes to the auto builder instead.
+    async fn serve_h1<I, S, B>(mut self, io: I, sniff: bool, service: Tracking<S>)
     where
         I: Park,
         S: ConnService<B>,
         B: ResponseBody,
     {
+        let mut io = io;
+        let prefix = if sniff {
+            // Bound before the match, so nothing of the sniff outlives it in the task's state.
+            let first = first_bytes(&mut io, self.deadline).await;
+            match first {
+                None => return,
+                Some((true, prefix)) => prefix,
+                // Boxed: the task of a parked HTTP/1 connection stays small.
+                Some((false, prefix)) => return Box::pin(self.serve(io, prefix, service)).await,
+            }
+        } else {
+            Bytes::new()
+        };
         let state = service.state.clone();
         let activity = Activity::new();
         let mut io = Tracked::new(io, activity.clone());
@@ -306,25 +347,29 @@ impl Conn {
             let Some(parts) = self.run_h1(conn, &activity, &state, &mut waiting).await else {
                 return;
             };
-            let read_buf;
-            (io, service, read_buf) = (parts.io.into_inner(), parts.service, parts.read_buf);
-            // Bytes hyper had read, then any the stream itself decoded and holds (TLS).
-            let held = io.get_mut().take_buffered();
-            let unread = match (read_buf.is_empty(), held.is_empty()) {
-                (_, true) => read_buf,
-                (true, false) => held,
-                (false, false) => [&read_buf[..], &held[..]].concat().into(),
+            (io, service) = (parts.io.into_inner(), parts.service);
+            // In a block of its own, so none of these buffers stays in the parked task's state.
+            let replayed = {
+                // Bytes hyper had read, then any the stream itself decoded and holds (TLS).
+                let (read_buf, held) = (parts.read_buf, io.get_mut().take_buffered());
+                let unread = match (read_buf.is_empty(), held.is_empty()) {
+                    (_, true) => read_buf,
+                    (true, false) => held,
+                    (false, false) => [&read_buf[..], &held[..]].concat().into(),
+                };
+                // Even empty, it may share hyper's read buffer: dropped here if so.
+                !unread.is_empty() && {
+                    io.rewind(unread);
+                    true
+                }
             };
-            if !unread.is_empty() {
+            if replayed {
                 // Part of a head had arrived: serve it at once, and park no more until a whole
                 // head is in (hyper's header timer must run on, or a client trickling a head
                 // could restart it at every park).
-                io.rewind(unread);
                 state.hold.set(true);
                 continue;
             }
-            // Even empty, it may share hyper's read buffer: let that go.
-            drop(unread);
             trim::parked();
             // Parked: the task holds the stream and nothing else until the client sends.
             let until = waiting.since.unwrap_or_else(Instant::now) + self.keep_alive;
@@ -417,28 +462,14 @@ impl Conn {
         B: ResponseBody,
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let handshake = tokio::time::timeout_at(self.deadline, acceptor.accept(stream));
-        let Ok(Ok(mut tls)) = handshake.await else {
+        let handshake = tokio::time::timeout_at(self.deadline, acceptor.accept(stream)).await;
+        let Ok(Ok(tls)) = handshake else {
             return;
         };
-        match tls.get_ref().1.alpn_protocol() {
-            Some(b"h2") => self.serve(tls, Bytes::new(), service).await,
-            Some(_) => self.serve_h1(tls, Bytes::new(), service).await,
-            None => {
-                let mut buf = [0u8; H2_PREFACE.len()];
-                let read = tokio::time::timeout_at(self.deadline, tls.read(&mut buf));
-                match read.await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {}
-                    Ok(Ok(n)) => {
-                        let first = Bytes::copy_from_slice(&buf[..n]);
-                        if is_http1(&first) {
-                            self.serve_h1(tls, first, service).await;
-                        } else {
-                            self.serve(tls, first, service).await;
-                        }
-                    }
-                }
-            }
+        match tls.get_ref().1.alpn_protocol().map(|p| p == b"h2") {
+            Some(true) => self.serve(tls, Bytes::new(), service).await,
+            Some(false) => self.serve_h1(tls, false, service).await,
+            None => self.serve_h1(tls, true, service).await,
         }
     }
 
