@@ -2,12 +2,12 @@
 # Reproduces the README's performance table on this machine, all in one run so the ratios hold
 # on a noisy box: req/s, p50 and p99 (wrk -t1 -c$C) direct to a backend, through nginx, HAProxy
 # and `lbx balance`, each proxy with one worker; `lbx serve` against nginx `return 200`; and the
-# RSS of each proxy holding $IDLE idle keep-alive client connections.
-# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections IDLE=connections)
-# Needs: apt-get install -y nginx haproxy wrk python3
+# RSS of each proxy holding $IDLE idle keep-alive client connections, and $IDLE_TLS over TLS.
+# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections IDLE=connections IDLE_TLS=connections)
+# Needs: apt-get install -y nginx haproxy wrk python3 openssl
 set -u
-LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; IDLE=${IDLE:-10000}
-for t in nginx haproxy wrk python3; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx haproxy wrk python3" >&2; exit 2; }; done
+LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; IDLE=${IDLE:-10000}; IDLE_TLS=${IDLE_TLS:-2000}
+for t in nginx haproxy wrk python3 openssl; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx haproxy wrk python3 openssl" >&2; exit 2; }; done
 [ -x "$LBX" ] || { echo "no lbx binary at $LBX: cargo build --release" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d)
@@ -24,12 +24,16 @@ http { access_log off;
   server { listen 127.0.0.1:9202; location / { add_header x-server-id 2; return 200 "server 2\n"; } }
   server { listen 127.0.0.1:9203; location / { add_header x-server-id 3; return 200 "server 3\n"; } } }
 CONF
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+cat "$W/cert.pem" "$W/key.pem" > "$W/haproxy.pem"
 cat > "$W/nginx-lb.conf" <<CONF
 worker_processes 1; pid $W/nginx-lb.pid; error_log $W/nginx-lb.err; daemon on; worker_rlimit_nofile 65536;
 events { worker_connections 32768; }
 http { access_log off; keepalive_timeout 300s; keepalive_requests 1000000;
   upstream be { server 127.0.0.1:9201; server 127.0.0.1:9202; server 127.0.0.1:9203; keepalive 64; }
-  server { listen 127.0.0.1:9281; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  server { listen 127.0.0.1:9281; listen 127.0.0.1:9291 ssl; ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
 cat > "$W/haproxy.cfg" <<CONF
 global
@@ -46,6 +50,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:9282
+  bind 127.0.0.1:9292 ssl crt $W/haproxy.pem alpn http/1.1
   default_backend be
 backend be
   balance roundrobin
@@ -64,6 +69,8 @@ nginx -c "$W/nginx-lb.conf" -p "$W" 2>/dev/null
 nginx -c "$W/nginx-200.conf" -p "$W" 2>/dev/null
 haproxy -f "$W/haproxy.cfg" 2>/dev/null
 "$LBX" balance --host 127.0.0.1 -p 9283 -b :9201,:9202,:9203 --health-path / --workers 1 >"$W/lbx.log" 2>&1 & PIDS+=($!); LBXPID=$!
+"$LBX" balance --host 127.0.0.1 -p 9293 -b :9201,:9202,:9203 --health-path / --workers 1 \
+  --tls-cert "$W/cert.pem" --tls-key "$W/key.pem" >"$W/lbx-tls.log" 2>&1 & PIDS+=($!); LBXTLSPID=$!
 "$LBX" serve -p 9285 --workers 1 >/dev/null 2>&1 & PIDS+=($!); SERVEPID=$!
 sleep 1
 
@@ -95,17 +102,28 @@ printf "%-22s %s %9s\n" "nginx return 200" "$(run http://127.0.0.1:9284/ "$(ngin
 printf "%-22s %s %9s\n" "lbx serve" "$(run http://127.0.0.1:9285/ $SERVEPID)" "$(rss $SERVEPID)"
 echo "(CPU us/r: user + system time of the server process per request during its run)"
 
+# RSS of each proxy before and while holding idle connections: "name:port:pid:count" ... [tls]
+hold_idle() {
+  local proto=$1; shift
+  for target in "$@"; do
+    IFS=: read -r name port pid n <<<"$target"
+    before=$(rss "$pid")
+    python3 "$HERE/idle-conns.py" "$n" 127.0.0.1 "$port" $proto >"$W/idle.out" 2>&1 & holder=$!
+    for _ in $(seq 1 240); do grep -q '^ready ' "$W/idle.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.5; done
+    if grep -q '^ready ' "$W/idle.out"; then sleep 1; printf "  %-14s %6s -> %6s  (%s connections)\n" "$name" "$before" "$(rss "$pid")" "$n"; else printf "  %-14s failed: %s\n" "$name" "$(tail -1 "$W/idle.out")"; fi
+    kill $holder 2>/dev/null; wait $holder 2>/dev/null; sleep 1
+  done
+}
+
 if [ "$IDLE" -gt 0 ]; then
   echo
   echo "RSS with $IDLE idle keep-alive client connections (MB, before -> holding)"
   # HAProxy reserves two descriptors per connection: with this machine's hard limit of
   # $(ulimit -Hn) descriptors its maxconn tops out at 9990, so it holds at most 9900 here.
-  for target in "nginx proxy:9281:$(nginx_worker nginx-lb):$IDLE" "haproxy:9282:$(cat "$W/haproxy.pid"):$((IDLE < 9900 ? IDLE : 9900))" "lbx balance:9283:$LBXPID:$IDLE"; do
-    IFS=: read -r name port pid n <<<"$target"
-    before=$(rss "$pid")
-    python3 "$HERE/idle-conns.py" "$n" 127.0.0.1 "$port" >"$W/idle.out" 2>&1 & holder=$!
-    for _ in $(seq 1 120); do grep -q '^ready ' "$W/idle.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.5; done
-    if grep -q '^ready ' "$W/idle.out"; then sleep 1; printf "  %-14s %6s -> %6s  (%s connections)\n" "$name" "$before" "$(rss "$pid")" "$n"; else printf "  %-14s failed: %s\n" "$name" "$(tail -1 "$W/idle.out")"; fi
-    kill $holder 2>/dev/null; wait $holder 2>/dev/null; sleep 1
-  done
+  hold_idle "" "nginx proxy:9281:$(nginx_worker nginx-lb):$IDLE" "haproxy:9282:$(cat "$W/haproxy.pid"):$((IDLE < 9900 ? IDLE : 9900))" "lbx balance:9283:$LBXPID:$IDLE"
+fi
+if [ "$IDLE_TLS" -gt 0 ]; then
+  echo
+  echo "RSS with $IDLE_TLS idle keep-alive TLS client connections (MB, before -> holding)"
+  hold_idle tls "nginx proxy:9291:$(nginx_worker nginx-lb):$IDLE_TLS" "haproxy:9292:$(cat "$W/haproxy.pid"):$IDLE_TLS" "lbx balance:9293:$LBXTLSPID:$IDLE_TLS"
 fi
