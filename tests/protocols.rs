@@ -1044,6 +1044,33 @@ fn a_saturated_http2_backend_connection_gets_company() {
     echo_h2_connections(lb.addr(), 1);
     let conns = echo_h2_connections(lb.addr(), 12);
     assert!((2..=8).contains(&conns.len()), "{conns:?}");
+    // Once the burst is over, the connections it opened close (a sweep every 2 s closes those
+    // it finds unused twice); the first stays and carries the next request.
+    let closed = wait_until(Duration::from_secs(20), || {
+        established_at(s.addr().port()) == 1
+    });
+    assert!(
+        closed,
+        "{} connections still open at the backend",
+        established_at(s.addr().port())
+    );
+    let after = echo_h2_connections(lb.addr(), 1);
+    assert!(after.is_subset(&conns), "{after:?} not among {conns:?}");
+}
+
+/// Established TCP connections whose local port is `port` (the server's side of each), from
+/// /proc/net/tcp.
+fn established_at(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "01"
+        })
+        .count()
 }
 
 #[test]

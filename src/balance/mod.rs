@@ -386,9 +386,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             limiter: RefCell::new(policy.rate_limit.map(RateLimiter::new)),
             policy: RefCell::new((0, policy)),
         });
-        // Idle connections to backends that left the set (registry, reload, discovery), and
-        // idle lean connections their backends closed, are dropped by a periodic sweep of this
-        // worker's own pool.
+        // Idle connections to backends that left the set (registry, reload, discovery), idle
+        // lean connections their backends closed, and HTTP/2 connections a burst opened that
+        // have gone unused, are dropped by a periodic sweep of this worker's own pool.
         let (pool_sweep, sweep_conns) = (shared.pool.clone(), worker.conns.clone());
         let mut sweep_stop = shutdown.clone();
         let sweep = async move {
@@ -400,7 +400,7 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
                 }
                 let set = pool_sweep.snapshot();
                 sweep_conns.retain(|id| set.iter().any(|b| b.id == id));
-                sweep_conns.drop_closed();
+                sweep_conns.sweep();
             }
         };
         let make = move |info: ConnInfo| {

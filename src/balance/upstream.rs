@@ -3,7 +3,8 @@
 //! pool when the response body ends. An HTTP/2 backend (`h2c://`, or `https://` whose ALPN
 //! chose h2) gets a few connections per worker that carry all of that worker's requests to it
 //! at once: each as many as the backend allows (its `SETTINGS_MAX_CONCURRENT_STREAMS`), and
-//! another is opened when those are all at their limit, up to [`MAX_H2_CONNS`]. Concurrent
+//! another is opened when those are all at their limit, up to [`MAX_H2_CONNS`]; after the
+//! burst, the worker's sweep closes those beyond the first once they go unused. Concurrent
 //! requests wait for the same dial, and closed connections are replaced.
 
 use std::cell::{Cell, RefCell};
@@ -86,6 +87,8 @@ struct H2Conn {
     open: Rc<Cell<usize>>,
     /// How many the backend allows at once.
     peer: H2Peer<UpBody>,
+    /// No stream has been taken on it since the last sweep found it without any.
+    quiet: Cell<bool>,
 }
 
 impl H2Conn {
@@ -96,6 +99,7 @@ impl H2Conn {
     /// A stream's place on it, for one request.
     fn take(&self, reused: bool) -> Checkout {
         self.open.set(self.open.get() + 1);
+        self.quiet.set(false);
         Checkout {
             conn: Sender::H2(self.tx.clone()),
             reused,
@@ -140,6 +144,22 @@ impl H2Set {
             return Step::Grow(dial);
         }
         Step::Use(self.least_busy().expect("not empty").take(true))
+    }
+
+    /// Closes the connections beyond the first that have carried nothing for a whole sweep
+    /// period (those a burst opened), and the closed ones. The first stays: it is the one
+    /// requests are put on first.
+    fn shrink(&mut self) {
+        let mut first = true;
+        self.conns.retain(|c| {
+            if c.tx.is_closed() {
+                return false;
+            }
+            let unused = c.open.get() == 0;
+            let keep = std::mem::take(&mut first) || !(unused && c.quiet.get());
+            c.quiet.set(unused);
+            keep
+        });
     }
 
     fn least_busy(&self) -> Option<&H2Conn> {
@@ -274,6 +294,7 @@ impl ConnPool {
             tx,
             open: Rc::default(),
             peer,
+            quiet: Cell::new(false),
         };
         let checkout = conn.take(false);
         let mut shared = self.shared.borrow_mut();
@@ -410,10 +431,16 @@ impl ConnPool {
     }
 
     /// Closes the idle lean connections their backends have closed (hyper's connections
-    /// notice that themselves).
-    pub fn drop_closed(&self) {
+    /// notice that themselves), and the HTTP/2 connections beyond each backend's first that
+    /// have carried nothing since the last sweep. Called every couple of seconds.
+    pub fn sweep(&self) {
         for list in self.plain.borrow_mut().values_mut() {
             list.retain(H1Conn::still_open);
+        }
+        for m in self.shared.borrow_mut().values_mut() {
+            if let Multiplexed::H2(set) = m {
+                set.shrink();
+            }
         }
     }
 
