@@ -301,6 +301,34 @@ fn the_response_timeout_holds_on_kept_connections_too() {
     assert_eq!(status, 504);
 }
 
+// The close of a kept connection can cross the next request: the backend's end of stream is
+// not yet in when the balancer takes the connection and writes, and arrives with the reset the
+// request draws. That request was never read, so it goes again on a new connection. The
+// backend closes each connection a little later each time (0 to 2 ms after its answer), so
+// that some of those closes cross a request.
+#[test]
+fn a_close_crossing_the_next_request_costs_no_failed_request() {
+    static CONNS: AtomicUsize = AtomicUsize::new(0);
+    let b = raw_backend(|mut c| {
+        let n = CONNS.fetch_add(1, Ordering::SeqCst);
+        if read_request_head(&mut c).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            std::thread::sleep(Duration::from_micros((n % 41) as u64 * 50));
+        }
+    });
+    let lb = balance(
+        &[b],
+        &["--workers", "1", "--interval", "1h", "--retries", "0"],
+    );
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..200 {
+        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = parse_response(&got, false).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+}
+
 #[test]
 fn a_request_the_backend_took_and_did_not_answer_is_not_sent_again() {
     // Each connection: the first request is answered, the second read and left unanswered

@@ -258,8 +258,17 @@ impl H1Conn {
                 None => return Err(Fault::Timeout),
                 // The request went out. A connection that ends before any byte of an answer
                 // may have delivered it, so it is not sent again here (the retry policy
-                // decides); but a reset says the backend closed with the request unread.
-                Some(Ok(0)) if !received => return Err(Fault::Failed(CLOSED_UNANSWERED.into())),
+                // decides); but a reset says the backend closed with the request unread. The
+                // reset comes as an error, or, when the backend had already closed the idle
+                // connection (its end of stream not yet seen when the request went out), it
+                // answered the request and waits behind that end of stream as the socket's
+                // error (EPIPE).
+                Some(Ok(0)) if !received => {
+                    return Err(match self.io.take_error() {
+                        Ok(Some(e)) if stale_error(&e) => Fault::Stale,
+                        _ => Fault::Failed(CLOSED_UNANSWERED.into()),
+                    })
+                }
                 Some(Ok(0)) => return Err(Fault::Failed("the backend closed mid-head".into())),
                 Some(Ok(_)) => {}
                 Some(Err(e)) if !received && e.kind() == io::ErrorKind::ConnectionReset => {
