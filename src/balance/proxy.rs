@@ -460,26 +460,14 @@ pub async fn forward(
                     Failure::Reset
                 }
                 Ok(answer) => {
-                    backend.requests.fetch_add(1, Relaxed);
-                    attempts += 1;
-                    *served = Some(Served {
-                        backend: backend.clone(),
-                        attempts,
-                        answered: true,
-                    });
+                    reached(&backend, &mut attempts, served, true);
                     let sent_at = track_latency.then_some(answer.sent_at);
                     return Ok(answered(
                         shared, &backend, sent_at, answer, in_flight, &policy,
                     ));
                 }
             };
-            backend.requests.fetch_add(1, Relaxed);
-            attempts += 1;
-            *served = Some(Served {
-                backend: backend.clone(),
-                attempts,
-                answered: false,
-            });
+            reached(&backend, &mut attempts, served, false);
             backend.errors.fetch_add(1, Relaxed);
             failed(shared, &backend);
             tries += 1;
@@ -527,13 +515,7 @@ pub async fn forward(
             // Unless the connection handed it back unsent (or refused it), the request reached
             // this backend: an attempt (and one of its requests), whatever comes of it.
             if !matches!(&sent, Ok(Err(e)) if e.message().is_some()) && !refused {
-                backend.requests.fetch_add(1, Relaxed);
-                attempts += 1;
-                *served = Some(Served {
-                    backend: backend.clone(),
-                    attempts,
-                    answered: false,
-                });
+                reached(&backend, &mut attempts, served, false);
             }
             match sent {
                 Ok(Ok(resp)) => {
@@ -606,6 +588,23 @@ pub async fn forward(
         StatusCode::SERVICE_UNAVAILABLE,
         "503 service unavailable: no healthy backend\n",
     ))
+}
+
+/// Counts a request that reached `backend` (whatever comes of it): one of the backend's
+/// requests, and one more attempt of this request, the latest served by `backend`.
+fn reached(
+    backend: &Arc<Backend>,
+    attempts: &mut u32,
+    served: &mut Option<Served>,
+    answered: bool,
+) {
+    backend.requests.fetch_add(1, Relaxed);
+    *attempts += 1;
+    *served = Some(Served {
+        backend: backend.clone(),
+        attempts: *attempts,
+        answered,
+    });
 }
 
 /// Feeds a backend's answer to passive health (a 5xx counts against it) and, when the
