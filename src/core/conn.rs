@@ -210,7 +210,7 @@ impl<B: Body> Body for Counted<B> {
 /// they are HTTP/1's rather than (the start of) the HTTP/2 preface, and the bytes to replay
 /// when they had to be read rather than peeked. Too few bytes to tell go to the auto builder,
 /// which waits for the rest.
-async fn first_bytes<I: Park>(io: &mut I, deadline: Instant) -> Option<(bool, Bytes)> {
+async fn sniff_opening<I: Park>(io: &mut I, deadline: Instant) -> Option<(bool, Bytes)> {
     let mut buf = [0u8; H2_PREFACE.len()];
     match tokio::time::timeout_at(deadline, io.first_bytes(&mut buf)).await {
         Ok(Ok((n @ 1.., consumed))) => {
@@ -310,16 +310,15 @@ impl Conn {
     /// Serves HTTP/1 on `io`, taking hyper's connection apart whenever the client goes quiet,
     /// and building it again when the client sends. With `sniff`, the first bytes are looked at
     /// first, and the HTTP/2 preface goes to the auto builder instead.
-    async fn serve_h1<I, S, B>(mut self, io: I, sniff: bool, service: Tracking<S>)
+    async fn serve_h1<I, S, B>(mut self, mut io: I, sniff: bool, service: Tracking<S>)
     where
         I: Park,
         S: ConnService<B>,
         B: ResponseBody,
     {
-        let mut io = io;
         let prefix = if sniff {
             // Bound before the match, so nothing of the sniff outlives it in the task's state.
-            let first = first_bytes(&mut io, self.deadline).await;
+            let first = sniff_opening(&mut io, self.deadline).await;
             match first {
                 None => return,
                 Some((true, prefix)) => prefix,
