@@ -13,6 +13,30 @@ fn quiet_balance(b: SocketAddr) -> Proc {
     balance(&[b], &["--workers", "1", "--interval", "1h"])
 }
 
+/// [`quiet_balance`] without retries: a failure the lean path does not mend itself is a 502.
+fn strict_balance(b: SocketAddr) -> Proc {
+    balance(
+        &[b],
+        &["--workers", "1", "--interval", "1h", "--retries", "0"],
+    )
+}
+
+/// Sends `n` GETs one after the other on one keep-alive connection to `lb`, each of which must
+/// get the `ok` of a [`closing_backend`]-like backend; pauses 20 ms after each `pause_every`th
+/// (none when 0).
+fn all_ok_on_one_connection(lb: &Proc, n: usize, pause_every: usize) {
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..n {
+        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = parse_response(&got, false).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+        if pause_every > 0 && i % pause_every == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Sends one request on `c` and reads one response to it (content-length or chunked).
 fn exchange(c: &mut TcpStream, req: &str) -> Vec<u8> {
     c.write_all(req.as_bytes()).unwrap();
@@ -128,20 +152,9 @@ fn closing_backend() -> (SocketAddr, &'static AtomicUsize) {
 #[test]
 fn connections_the_backend_closed_while_kept_cost_no_failed_request() {
     let (b, conns) = closing_backend();
-    let lb = balance(
-        &[b],
-        &["--workers", "1", "--interval", "1h", "--retries", "0"],
-    );
-    let mut c = TcpStream::connect(lb.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for i in 0..30 {
-        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        let r = parse_response(&got, false).unwrap();
-        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
-        if i % 3 == 0 {
-            std::thread::sleep(Duration::from_millis(20)); // the close has surely arrived
-        }
-    }
+    let lb = strict_balance(b);
+    // Every third request after a pause: the close has surely arrived.
+    all_ok_on_one_connection(&lb, 30, 3);
     // (The balancer's first health check may have opened one more.)
     assert!(
         conns.load(Ordering::SeqCst) >= 30,
@@ -316,17 +329,8 @@ fn a_close_crossing_the_next_request_costs_no_failed_request() {
             std::thread::sleep(Duration::from_micros((n % 41) as u64 * 50));
         }
     });
-    let lb = balance(
-        &[b],
-        &["--workers", "1", "--interval", "1h", "--retries", "0"],
-    );
-    let mut c = TcpStream::connect(lb.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for i in 0..200 {
-        let got = exchange(&mut c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        let r = parse_response(&got, false).unwrap();
-        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
-    }
+    let lb = strict_balance(b);
+    all_ok_on_one_connection(&lb, 200, 0);
 }
 
 #[test]
@@ -354,10 +358,7 @@ fn a_request_the_backend_took_and_did_not_answer_is_not_sent_again() {
             let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         }
     });
-    let lb = balance(
-        &[b],
-        &["--workers", "1", "--interval", "1h", "--retries", "0"],
-    );
+    let lb = strict_balance(b);
     assert_eq!(get(lb.addr(), "/a").unwrap().status, 200);
     let r = get(lb.addr(), "/b").unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
@@ -440,10 +441,7 @@ fn a_request_a_kept_connection_reset_unread_goes_again_on_a_new_one() {
         let mut peek = [0u8; 1];
         let _ = c.peek(&mut peek);
     });
-    let lb = balance(
-        &[b],
-        &["--workers", "1", "--interval", "1h", "--retries", "0"],
-    );
+    let lb = strict_balance(b);
     for i in 0..5 {
         let r = get(lb.addr(), "/").unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
