@@ -236,7 +236,7 @@ fn sigint_still_prints_a_summary() {
     p.signal("INT");
     let code = p.wait_exit(Duration::from_secs(15));
     assert_eq!(code, Some(0), "stderr: {:?}", p.stderr_so_far());
-    let out: Vec<String> = p.lines.try_iter().collect();
+    let out = p.rest_of_stdout(Duration::from_secs(5));
     let text = out.join("\n");
     assert!(text.contains("Summary"), "{text}");
     assert!(text.contains("interrupted"), "{text}");

@@ -131,6 +131,20 @@ impl Proc {
         None
     }
 
+    /// The stdout lines not yet taken, up to the end of the stream (bounded by `limit`). Call it
+    /// after the process has exited: its reader thread may still be delivering the last lines.
+    pub fn rest_of_stdout(&self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(_) => return out,
+            }
+        }
+    }
+
     /// Stderr lines so far.
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.errs.try_iter().collect()
