@@ -158,6 +158,6 @@ fn a_request_failing_at_every_backend_is_logged_and_counted_with_its_retry() {
     // The shutdown summary tells the same.
     lb.signal("TERM");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
-    let log: Vec<String> = lb.errs.iter().collect();
+    let log = lb.rest_of_stderr(Duration::from_secs(5));
     assert!(log.iter().any(|l| l.contains("1 retries")), "{log:?}");
 }

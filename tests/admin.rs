@@ -454,7 +454,7 @@ fn log_level_filters_operational_logs() {
     assert_eq!(admin_call(admin, "GET", "/healthz", None, "").status, 200);
     lb.signal("TERM");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
-    let errs = lb.stderr_so_far();
+    let errs = lb.rest_of_stderr(Duration::from_secs(5));
     assert!(
         errs.iter()
             .all(|l| !l.contains(" INFO ") && !l.contains(" DEBUG ")),

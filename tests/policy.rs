@@ -140,11 +140,7 @@ fn a_failing_backend_with_a_passing_health_check_is_ejected() {
 fn shutdown_log(lb: &mut Proc) -> Vec<String> {
     lb.signal("TERM");
     assert_eq!(lb.wait_exit(Duration::from_secs(15)), Some(0));
-    let mut all = Vec::new();
-    while let Ok(l) = lb.errs.recv_timeout(Duration::from_secs(5)) {
-        all.push(l);
-    }
-    all
+    lb.rest_of_stderr(Duration::from_secs(5))
 }
 
 #[test]

@@ -134,15 +134,12 @@ impl Proc {
     /// The stdout lines not yet taken, up to the end of the stream (bounded by `limit`). Call it
     /// after the process has exited: its reader thread may still be delivering the last lines.
     pub fn rest_of_stdout(&self, limit: Duration) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        let mut out = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => out.push(l),
-                Err(_) => return out,
-            }
-        }
+        rest_of(&self.lines, limit)
+    }
+
+    /// The stderr lines not yet taken, up to the end of the stream; as `rest_of_stdout`.
+    pub fn rest_of_stderr(&self, limit: Duration) -> Vec<String> {
+        rest_of(&self.errs, limit)
     }
 
     /// Stderr lines so far.
@@ -160,6 +157,19 @@ impl Proc {
                 Ok(_) => {}
                 Err(_) => return None,
             }
+        }
+    }
+}
+
+/// Lines from `rx` until its sender is gone (the stream ended) or `limit` passes.
+fn rest_of(rx: &Receiver<String>, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => out.push(l),
+            Err(_) => return out,
         }
     }
 }
