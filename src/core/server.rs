@@ -173,6 +173,28 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
+/// Lets every other task the worker has ready run first: the calling task goes to the back of
+/// the worker's run queue, once.
+///
+/// A proxy that writes as soon as it has read sends one request or answer per wake-up of the
+/// process at the other end. Yielding between reading and writing makes a worker read
+/// everything the last poll of its sockets delivered before it writes any of it, so its
+/// writes leave together and the backends and clients behind them wake once for several. (No
+/// system call: the task wakes itself and so is queued behind the tasks already woken. Tokio's
+/// `yield_now` would first poll the sockets again.)
+pub async fn after_ready_tasks() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if queued {
+            return std::task::Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// True when a request's `TE` lists `trailers` (RFC 9110 §10.1.4): its client takes trailer
 /// fields.
 pub fn takes_trailers(h: &http::HeaderMap) -> bool {
