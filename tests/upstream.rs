@@ -448,3 +448,75 @@ fn a_request_a_kept_connection_reset_unread_goes_again_on_a_new_one() {
     }
     assert_eq!(SEEN.load(Ordering::SeqCst), 5, "each request was read once");
 }
+
+/// Requests the [`rendezvous_backend`] holds until `BURST` of them are in, so that each burst
+/// needs `BURST` backend connections at once.
+const BURST: usize = 100;
+
+/// A keep-alive backend that answers no request (but health checks) before `BURST` are
+/// waiting (or 10 s have passed), and counts the connections requests came on and those still
+/// open.
+fn rendezvous_backend() -> (SocketAddr, &'static AtomicUsize, &'static AtomicUsize) {
+    use std::sync::{Condvar, Mutex};
+    static USED: AtomicUsize = AtomicUsize::new(0);
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+    static WAITING: Mutex<(usize, u64)> = Mutex::new((0, 0)); // (waiting, bursts released)
+    static RELEASED: Condvar = Condvar::new();
+    let addr = raw_backend(|mut c| {
+        let mut counted = false;
+        while let Some(head) = read_request_head(&mut c) {
+            if !head.starts_with(b"GET /healthcheck") {
+                if !counted {
+                    counted = true;
+                    USED.fetch_add(1, Ordering::SeqCst);
+                    OPEN.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut w = WAITING.lock().unwrap();
+                let burst = w.1;
+                w.0 += 1;
+                if w.0 == BURST {
+                    *w = (0, burst + 1);
+                    RELEASED.notify_all();
+                } else {
+                    let _ = RELEASED
+                        .wait_timeout_while(w, Duration::from_secs(10), |w| w.1 == burst)
+                        .unwrap();
+                }
+            }
+            if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                break;
+            }
+        }
+        if counted {
+            OPEN.fetch_sub(1, Ordering::SeqCst);
+        }
+    });
+    (addr, &USED, &OPEN)
+}
+
+#[test]
+fn a_burst_keeps_its_connections_and_they_close_once_unused() {
+    let (b, used, open) = rendezvous_backend();
+    let lb = quiet_balance(b);
+    let (burst, target) = (BURST.to_string(), lb.addr().to_string());
+    for round in 0..2 {
+        let (v, code) = bench_json(&["-n", &burst, "-c", &burst, &target]);
+        assert_eq!(code, 0, "burst {round}: {v}");
+        assert_eq!(
+            num(&v, "/status_codes/200"),
+            BURST as u64,
+            "burst {round}: {v}"
+        );
+    }
+    // The second burst went on the first one's connections: none was closed in between.
+    assert_eq!(used.load(Ordering::SeqCst), BURST);
+    // Unused since, they are closed, half at a time.
+    assert!(
+        wait_until(Duration::from_secs(30), || open.load(Ordering::SeqCst)
+            <= BURST / 4),
+        "{} of {BURST} still open",
+        open.load(Ordering::SeqCst)
+    );
+}

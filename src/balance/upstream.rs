@@ -38,8 +38,10 @@ pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
 /// A connection to one backend: HTTP/1.1, or a handle on a shared HTTP/2 connection.
 pub type Conn = Sender<UpBody>;
 
-/// Idle connections kept per backend per worker.
-const MAX_IDLE: usize = 64;
+/// Idle connections kept per backend per worker. A cap for a runaway burst only: what goes
+/// unused is closed by the sweep (see `IdleList`), so a worker keeps what its load needs and
+/// does not close and reopen connections under it.
+const MAX_IDLE: usize = 1024;
 
 /// Most HTTP/2 connections a worker keeps to one backend. Past them, a request goes on the
 /// connection with the fewest streams open and waits there (in hyper) for a free one.
@@ -53,11 +55,52 @@ const GROW_BACKOFF: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct ConnPool {
     /// Idle HTTP/1.1 connections of hyper's client.
-    idle: RefCell<HashMap<u64, Vec<Conn>>>,
+    idle: RefCell<HashMap<u64, IdleList<Conn>>>,
     /// Idle connections of the lean HTTP/1.1 path to `http://` backends.
-    plain: RefCell<HashMap<u64, Vec<H1Conn>>>,
+    plain: RefCell<HashMap<u64, IdleList<H1Conn>>>,
     /// What is known of backends that may speak HTTP/2 (every scheme but `http://`).
     shared: RefCell<HashMap<u64, Multiplexed>>,
+}
+
+/// One backend's idle connections, the most recently used last (taken first). Connections
+/// that stayed idle through a whole sweep interval were not needed: each sweep closes half of
+/// them, the longest idle first, as HAProxy's `pool-purge-delay` does. Under steady load the
+/// list keeps what the load's peaks use; after a burst it shrinks within seconds.
+struct IdleList<T> {
+    conns: Vec<T>,
+    /// The fewest connections the list held since the last sweep: so many went unused.
+    low: usize,
+}
+
+impl<T> Default for IdleList<T> {
+    fn default() -> Self {
+        IdleList {
+            conns: Vec::new(),
+            low: 0,
+        }
+    }
+}
+
+impl<T> IdleList<T> {
+    fn pop(&mut self) -> Option<T> {
+        let c = self.conns.pop();
+        self.low = self.low.min(self.conns.len());
+        c
+    }
+
+    /// Keeps `conn` unless the list is full.
+    fn push(&mut self, conn: T) {
+        if self.conns.len() < MAX_IDLE {
+            self.conns.push(conn);
+        }
+    }
+
+    /// Closes half (rounded up) of the connections unused since the last sweep, oldest first.
+    fn purge(&mut self) {
+        let unused = self.low.min(self.conns.len());
+        self.conns.drain(..unused.div_ceil(2));
+        self.low = self.conns.len();
+    }
 }
 
 /// A backend that may speak HTTP/2, as one worker knows it.
@@ -395,18 +438,14 @@ impl ConnPool {
     }
 
     fn pop(&self, id: u64) -> Option<Conn> {
-        self.idle.borrow_mut().get_mut(&id).and_then(Vec::pop)
+        self.idle.borrow_mut().get_mut(&id).and_then(IdleList::pop)
     }
 
     fn put(&self, id: u64, conn: Conn) {
         if conn.is_closed() {
             return;
         }
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(id).or_default();
-        if list.len() < MAX_IDLE {
-            list.push(conn);
-        }
+        self.idle.borrow_mut().entry(id).or_default().push(conn);
     }
 
     /// An idle lean connection to `id` that is still open.
@@ -424,18 +463,20 @@ impl ConnPool {
     /// Keeps a lean connection whose response ended cleanly for the next request to `id`.
     pub fn put_plain(&self, id: u64, conn: H1Conn) {
         let mut plain = self.plain.borrow_mut();
-        let list = plain.entry(id).or_default();
-        if list.len() < MAX_IDLE {
-            list.push(conn.idle());
-        }
+        plain.entry(id).or_default().push(conn.idle());
     }
 
     /// Closes the idle lean connections their backends have closed (hyper's connections
-    /// notice that themselves), and the HTTP/2 connections beyond each backend's first that
-    /// have carried nothing since the last sweep. Called every couple of seconds.
+    /// notice that themselves), half the idle HTTP/1.1 connections unused since the last
+    /// sweep, and the HTTP/2 connections beyond each backend's first that have carried
+    /// nothing since the last sweep. Called every couple of seconds.
     pub fn sweep(&self) {
         for list in self.plain.borrow_mut().values_mut() {
-            list.retain(H1Conn::still_open);
+            list.conns.retain(H1Conn::still_open);
+            list.purge();
+        }
+        for list in self.idle.borrow_mut().values_mut() {
+            list.purge();
         }
         for m in self.shared.borrow_mut().values_mut() {
             if let Multiplexed::H2(set) = m {
