@@ -478,9 +478,12 @@ fn rendezvous_backend() -> (SocketAddr, &'static AtomicUsize, &'static AtomicUsi
                     *w = (0, burst + 1);
                     RELEASED.notify_all();
                 } else {
-                    let _ = RELEASED
+                    let (mut w, waited) = RELEASED
                         .wait_timeout_while(w, Duration::from_secs(10), |w| w.1 == burst)
                         .unwrap();
+                    if waited.timed_out() {
+                        w.0 -= 1; // answered alone: the test fails on its counts
+                    }
                 }
             }
             if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -500,16 +503,12 @@ fn rendezvous_backend() -> (SocketAddr, &'static AtomicUsize, &'static AtomicUsi
 fn a_burst_keeps_its_connections_and_they_close_once_unused() {
     let (b, used, open) = rendezvous_backend();
     let lb = quiet_balance(b);
-    let (burst, target) = (BURST.to_string(), lb.addr().to_string());
-    for round in 0..2 {
-        let (v, code) = bench_json(&["-n", &burst, "-c", &burst, &target]);
-        assert_eq!(code, 0, "burst {round}: {v}");
-        assert_eq!(
-            num(&v, "/status_codes/200"),
-            BURST as u64,
-            "burst {round}: {v}"
-        );
-    }
+    // Two bursts, back to back: each of the 100 client connections sends its second request
+    // as soon as its first is answered, and all 100 are answered together.
+    let (n, c) = ((2 * BURST).to_string(), BURST.to_string());
+    let (v, code) = bench_json(&["-n", &n, "-c", &c, &lb.addr().to_string()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(num(&v, "/status_codes/200"), 2 * BURST as u64, "{v}");
     // The second burst went on the first one's connections: none was closed in between.
     assert_eq!(used.load(Ordering::SeqCst), BURST);
     // Unused since, they are closed, half at a time.

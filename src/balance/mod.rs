@@ -387,8 +387,9 @@ pub fn start(cfg: BalanceConfig) -> anyhow::Result<BalanceHandle> {
             policy: RefCell::new((0, policy)),
         });
         // Idle connections to backends that left the set (registry, reload, discovery), idle
-        // lean connections their backends closed, and HTTP/2 connections a burst opened that
-        // have gone unused, are dropped by a periodic sweep of this worker's own pool.
+        // lean connections their backends closed, half the idle HTTP/1.1 connections unused
+        // since the last sweep, and HTTP/2 connections a burst opened that have gone unused,
+        // are dropped by a periodic sweep of this worker's own pool.
         let (pool_sweep, sweep_conns) = (shared.pool.clone(), worker.conns.clone());
         let mut sweep_stop = shutdown.clone();
         let sweep = async move {

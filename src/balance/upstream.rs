@@ -95,6 +95,14 @@ impl<T> IdleList<T> {
         }
     }
 
+    /// Drops the connections `keep` refuses (ones their backends closed). Those count as
+    /// having been unused: they are the oldest, so the purge that follows spares the rest.
+    fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        let before = self.conns.len();
+        self.conns.retain(keep);
+        self.low = self.low.saturating_sub(before - self.conns.len());
+    }
+
     /// Closes half (rounded up) of the connections unused since the last sweep, oldest first.
     fn purge(&mut self) {
         let unused = self.low.min(self.conns.len());
@@ -472,7 +480,7 @@ impl ConnPool {
     /// nothing since the last sweep. Called every couple of seconds.
     pub fn sweep(&self) {
         for list in self.plain.borrow_mut().values_mut() {
-            list.conns.retain(H1Conn::still_open);
+            list.retain(H1Conn::still_open);
             list.purge();
         }
         for list in self.idle.borrow_mut().values_mut() {
@@ -676,5 +684,45 @@ impl Drop for UpstreamBody {
                 give_back(release);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdleList;
+
+    fn list(n: usize) -> IdleList<usize> {
+        let mut l = IdleList::default();
+        (0..n).for_each(|c| l.push(c));
+        l
+    }
+
+    #[test]
+    fn the_purge_halves_what_went_unused_oldest_first() {
+        let mut l = list(20);
+        l.purge(); // a new list: nothing known to be unused yet
+        assert_eq!(l.conns.len(), 20);
+        for _ in 0..12 {
+            l.pop();
+        }
+        (100..104).for_each(|c| l.push(c));
+        l.purge(); // 8 never taken: 4 go, the oldest
+        assert_eq!(l.conns, [4, 5, 6, 7, 100, 101, 102, 103]);
+        l.purge(); // all 8 unused since
+        assert_eq!(l.conns, [100, 101, 102, 103]);
+    }
+
+    #[test]
+    fn connections_found_closed_count_as_the_unused_ones() {
+        let mut l = list(20);
+        l.purge();
+        for _ in 0..10 {
+            l.pop();
+        }
+        (100..110).for_each(|c| l.push(c));
+        // The 10 never taken were closed by their backend; the 10 used since are spared.
+        l.retain(|c| *c >= 100);
+        l.purge();
+        assert_eq!(l.conns.len(), 10);
     }
 }
