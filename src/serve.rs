@@ -3,6 +3,7 @@
 //! `--delay`/`--fail-rate` inject faults. Every port speaks
 //! HTTP/1.1 and h2c, or HTTPS (h2 and http/1.1 by ALPN) with `--tls-cert`.
 
+use crate::core::server::RequestBody;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, TRAILER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 
 use crate::cli::ServeArgs;
@@ -163,7 +164,7 @@ type ServeBody = Either<Full<Bytes>, Frames>;
 async fn handle(
     state: Arc<ServerState>,
     conn: u64,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ServeBody>, Infallible> {
     if let Some(d) = state.delay {
         tokio::time::sleep(d).await;
@@ -211,7 +212,7 @@ async fn handle(
 /// `GET /trailers`: `Hello from server N` sent chunked, declaring `Trailer: x-server-id`, then
 /// that trailer, but only when the request's `TE` lists `trailers` (hyper's HTTP/1.1 servers
 /// send none otherwise; this does the same over HTTP/2).
-fn with_trailer(req: &Request<Incoming>, state: &ServerState) -> Response<ServeBody> {
+fn with_trailer(req: &Request<RequestBody>, state: &ServerState) -> Response<ServeBody> {
     let mut frames = vec![Ok(Frame::data(state.hello.clone()))];
     if server::takes_trailers(req.headers()) {
         let mut t = HeaderMap::new();
@@ -243,7 +244,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// Reflects what arrived: method, path with query, HTTP version, headers, the body's length
 /// (streamed, not buffered) and its trailers; the `x-connection` header numbers this server's
 /// connection that carried it (a header, so the body's length does not change with it).
-async fn echo(req: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
+async fn echo(req: Request<RequestBody>, conn: u64) -> Response<Full<Bytes>> {
     let (parts, mut body) = req.into_parts();
     let mut body_len: u64 = 0;
     let mut trailers = BTreeMap::new();
@@ -298,7 +299,7 @@ fn fields(h: &HeaderMap) -> BTreeMap<String, String> {
 
 /// `GET /ws`: a WebSocket echo. Answers the handshake with 101, then echoes every text and
 /// binary message back until the client closes.
-fn websocket_echo(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn websocket_echo(mut req: Request<RequestBody>) -> Response<Full<Bytes>> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     use tokio_tungstenite::tungstenite::protocol::Role;

@@ -438,6 +438,105 @@ fn keep_alive_connections_serve_requests_after_going_idle() {
     }
 }
 
+/// `lbx_client_connections_parked` from the balancer's admin metrics.
+fn parked(admin: SocketAddr) -> u64 {
+    let m = admin_call(admin, "GET", "/metrics", None, "").text();
+    m.lines()
+        .find_map(|l| l.strip_prefix("lbx_client_connections_parked "))
+        .expect("the parked gauge")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+// A connection whose last request had a body parks too, once hyper has read the body to its
+// end and the answer is out.
+#[test]
+fn a_connection_parks_after_a_request_with_a_body() {
+    let s = serve(1, &[]);
+    let (lb, admin) = balance_with_admin(&[s.addr()], &["--workers", "1"]);
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (round, body) in ["hello", "a longer body, sent in the same write"]
+        .iter()
+        .enumerate()
+    {
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(format!("{head}{body}").as_bytes()).unwrap();
+        let r = read_response(&mut c);
+        assert!(r.starts_with("HTTP/1.1 200"), "round {round}: {r}");
+        assert!(r.contains(&format!("\"body_len\":{}", body.len())), "{r}");
+        assert!(
+            wait_until(Duration::from_secs(5), || parked(admin) == 1),
+            "round {round}: {} parked",
+            parked(admin)
+        );
+    }
+    // Chunked, with the connection parked before it: it wakes, and parks again after.
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c);
+    assert!(r.contains("\"body_len\":3"), "{r}");
+    assert!(wait_until(Duration::from_secs(5), || parked(admin) == 1));
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(read_response(&mut c).starts_with("HTTP/1.1 200"));
+}
+
+// A body still arriving after its answer has gone out (the backend answered early, and reads
+// the body on) keeps its connection unparked, however long it pauses: the rest of the body
+// must not be taken for the next request's head.
+#[test]
+fn a_body_still_arriving_after_its_answer_is_read_as_a_body() {
+    use std::sync::Mutex;
+    static HEADS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let b = raw_backend(|mut c| {
+        while let Some(head) = read_request_head(&mut c) {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            if !head.starts_with("GET /healthcheck") {
+                HEADS
+                    .lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or("").to_string());
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0usize);
+            let mut body = vec![0u8; len];
+            if c.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+    });
+    let (lb, admin) = balance_with_admin(&[b], &["--workers", "1", "--interval", "1h"]);
+    let mut c = TcpStream::connect(lb.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n0123456789")
+        .unwrap();
+    let r = read_response(&mut c);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(parked(admin), 0, "parked with its body a third read");
+    // The body's last 20 bytes, which look like a request head.
+    c.write_all(b"GET /xy HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let r = read_response(&mut c);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(
+        *HEADS.lock().unwrap(),
+        ["POST / HTTP/1.1", "GET / HTTP/1.1"]
+    );
+}
+
 // Parking must not restart the header timer: a head trickled in one byte per pause longer
 // than the park delay is still cut off by --header-timeout.
 #[test]

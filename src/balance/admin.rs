@@ -3,6 +3,7 @@
 //! The same thread sweeps finished removals and reloads on SIGHUP. Nothing here is on the
 //! request path: changes reach the workers as a new backend set swapped into the pool.
 
+use crate::core::server::RequestBody;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -111,7 +111,7 @@ fn same_token(given: &[u8], want: &[u8]) -> bool {
             == 0
 }
 
-fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
+fn authorized(token: Option<&str>, req: &Request<RequestBody>) -> bool {
     let Some(want) = token else { return true };
     req.headers()
         .get(header::AUTHORIZATION)
@@ -225,7 +225,7 @@ fn one() -> u32 {
     1
 }
 
-async fn register(ctx: &Admin, body: Incoming) -> Response<Full<Bytes>> {
+async fn register(ctx: &Admin, body: RequestBody) -> Response<Full<Bytes>> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -258,7 +258,7 @@ async fn register(ctx: &Admin, body: Incoming) -> Response<Full<Bytes>> {
 /// Serves one admin request.
 pub async fn handle(
     ctx: Arc<Admin>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if !authorized(ctx.token.as_deref(), &req) {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");

@@ -346,6 +346,12 @@ pub fn render(t: &Telemetry, pool: &Pool) -> String {
             m.client_connections.load(Relaxed),
         ),
         (
+            "lbx_client_connections_parked",
+            "gauge",
+            "Idle HTTP/1 client connections parked now (holding no HTTP state or buffers).",
+            crate::core::server::parked_connections(),
+        ),
+        (
             "lbx_client_connections_total",
             "counter",
             "Client connections accepted.",

@@ -2,6 +2,7 @@
 //! pick candidates, fail over on connect errors, retry idempotent requests within the budget,
 //! feed passive health, and stream the response back unchanged.
 
+use crate::core::server::RequestBody;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
 use super::access_log::ensure_request_id;
 use super::h1::{self, AnswerBody, ExchangeError};
@@ -315,7 +316,7 @@ fn fit(req: &mut Request<UpBody>, h2: bool, backend: &Backend) {
 pub async fn handle(
     w: Rc<Worker>,
     peer: Rc<Peer>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Metered<ProxyBody>>, Infallible> {
     let (mut parts, body) = req.into_parts();
     let id = ensure_request_id(&mut parts.headers);
@@ -342,7 +343,7 @@ pub async fn handle(
 pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     served: &mut Option<Served>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();

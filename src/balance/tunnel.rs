@@ -5,6 +5,7 @@
 //! backends are offered only http/1.1 by ALPN for this; `h2c://` backends are passed over (an
 //! upgrade has no HTTP/2 form here), and a 502 says so when no other backend was left.
 
+use crate::core::server::RequestBody;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -14,7 +15,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -125,7 +125,7 @@ pub async fn open(
     w: Rc<Worker>,
     peer: Rc<Peer>,
     mut parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     upgrade: HeaderValue,
     served: &mut Option<Served>,
 ) -> Response<ProxyBody> {
@@ -173,7 +173,7 @@ pub async fn open(
         };
         let handshake = hyper::client::conn::http1::Builder::new()
             .writev(false)
-            .handshake::<_, Limited<Incoming>>(TokioIo::new(stream))
+            .handshake::<_, Limited<RequestBody>>(TokioIo::new(stream))
             .await;
         let Ok((mut tx, conn)) = handshake else {
             backend.errors.fetch_add(1, Relaxed);

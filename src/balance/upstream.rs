@@ -7,6 +7,7 @@
 //! burst, the worker's sweep closes those beyond the first once they go unused. Concurrent
 //! requests wait for the same dial, and closed connections are replaced.
 
+use crate::core::server::RequestBody;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +34,7 @@ use crate::core::client::{
 
 /// The body lbx sends upstream: the client's streaming body (cut off at `--max-body`), or a
 /// buffered one, possibly empty (so the request can be re-sent to another backend).
-pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
+pub type UpBody = Either<Limited<RequestBody>, Full<Bytes>>;
 
 /// A connection to one backend: HTTP/1.1, or a handle on a shared HTTP/2 connection.
 pub type Conn = Sender<UpBody>;

@@ -5,10 +5,11 @@
 //! what their sockets cost, as with nginx, which frees a keep-alive connection's buffers the
 //! same way.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -41,13 +42,18 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The service a connection is served with, as hyper needs it.
 pub trait ConnService<B>:
-    Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: 'static> + 'static
+    Service<Request<RequestBody>, Response = Response<B>, Error: Into<BoxError>, Future: 'static>
+    + 'static
 {
 }
 
 impl<S, B> ConnService<B> for S where
-    S: Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: 'static>
-        + 'static
+    S: Service<
+            Request<RequestBody>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: 'static,
+        > + 'static
 {
 }
 
@@ -64,9 +70,14 @@ pub(super) struct ConnState {
     /// Requests received: whether a head has arrived (the first-head deadline no longer
     /// applies), and whether one came and went between two looks.
     requests: Cell<u64>,
-    /// The latest request had a body (hyper may still be reading it after the answer) or asked
-    /// for an upgrade: the connection must not park.
+    /// The latest request asked for an upgrade, or part of a head is in: the connection must
+    /// not park.
     hold: Cell<bool>,
+    /// Set while the latest request's body has not been read to its end: hyper may still be
+    /// reading it, and parking would take the rest of it for a new head. (Shared with the body,
+    /// which may be sent to an HTTP/2 backend's connection and so must be `Send`; made at a
+    /// connection's first request with a body.)
+    unread_body: OnceCell<Arc<AtomicBool>>,
 }
 
 impl ConnState {
@@ -75,7 +86,9 @@ impl ConnState {
     }
 
     fn settled(&self) -> bool {
-        self.in_flight.get() == 0 && !self.hold.get()
+        self.in_flight.get() == 0
+            && !self.hold.get()
+            && !self.unread_body.get().is_some_and(|f| f.load(Relaxed))
     }
 }
 
@@ -117,7 +130,7 @@ impl<S> Tracking<S> {
 
 impl<S, B> Service<Request<Incoming>> for Tracking<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>>,
+    S: Service<Request<RequestBody>, Response = Response<B>>,
 {
     type Response = Response<Counted<B>>;
     type Error = S::Error;
@@ -126,16 +139,93 @@ where
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let st = &self.state;
         st.hold.set(
-            !req.body().is_end_stream()
-                || req.headers().contains_key(hyper::header::UPGRADE)
+            req.headers().contains_key(hyper::header::UPGRADE)
                 || req.method() == hyper::Method::CONNECT,
         );
+        let unread = if req.body().is_end_stream() {
+            if let Some(f) = st.unread_body.get() {
+                f.store(false, Relaxed);
+            }
+            None
+        } else {
+            let f = st.unread_body.get_or_init(Arc::default);
+            f.store(true, Relaxed);
+            Some(f.clone())
+        };
+        let req = req.map(|inner| RequestBody { inner, unread });
         st.in_flight.set(st.in_flight.get() + 1);
         st.requests.set(st.requests.get() + 1);
         Answering {
             inner: self.inner.call(req),
             guard: Some(InFlight(st.clone())),
         }
+    }
+}
+
+pin_project! {
+    /// A request's body as services get it: hyper's, telling the connection when it has been
+    /// read to its end (so that the connection may park after the answer). A body dropped
+    /// unread leaves the connection unparked until its next request: hyper drains or closes.
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        unread: Option<Arc<AtomicBool>>,
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let r = ready!(this.inner.as_mut().poll_frame(cx));
+        let ended = match &r {
+            None => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => false,
+        };
+        if ended {
+            if let Some(f) = this.unread.take() {
+                f.store(false, Relaxed);
+            }
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// HTTP/1 connections parked now, over all workers.
+static PARKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many HTTP/1 client connections are parked now (over all workers of the process).
+pub fn parked_connections() -> u64 {
+    PARKED.load(Relaxed)
+}
+
+/// Counts a connection as parked until dropped.
+struct Parked;
+
+impl Parked {
+    fn now() -> Parked {
+        PARKED.fetch_add(1, Relaxed);
+        Parked
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        PARKED.fetch_sub(1, Relaxed);
     }
 }
 
@@ -370,6 +460,7 @@ impl Conn {
                 continue;
             }
             trim::parked();
+            let _parked = Parked::now();
             // Parked: the task holds the stream and nothing else until the client sends.
             let until = waiting.since.unwrap_or_else(Instant::now) + self.keep_alive;
             tokio::select! {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::conn::{parked_connections, RequestBody};
 use super::conn::{Conn, ConnService, ResponseBody, Tracking};
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
