@@ -232,6 +232,21 @@ impl H1Conn {
         .await
     }
 
+    /// After an end of stream before any answer: whether a reset or broken pipe is pending,
+    /// now or within `RESET_WAIT`. The reset a request draws from a socket the backend had
+    /// closed comes after that close's end of stream: at once on an idle loopback, a round
+    /// trip later over a network, and later still when the kernel defers the work under load.
+    /// A backend that read the request and closed sends no reset, so waiting costs only a
+    /// failure that much time.
+    async fn reset_follows(&mut self) -> bool {
+        let pending = |io: &TcpStream| matches!(io.take_error(), Ok(Some(e)) if stale_error(&e));
+        if pending(&self.io) {
+            return true;
+        }
+        tokio::time::sleep(RESET_WAIT).await;
+        pending(&self.io)
+    }
+
     /// Reads and parses the response head, skipping interim (1xx) ones.
     async fn read_head(&mut self, method: &Method) -> Result<(Answer0, Framing), Fault> {
         let mut received = false;
@@ -261,13 +276,14 @@ impl H1Conn {
                 // decides); but a reset says the backend closed with the request unread. The
                 // reset comes as an error, or, when the backend had already closed the idle
                 // connection (its end of stream not yet seen when the request went out), it
-                // answered the request and waits behind that end of stream as the socket's
-                // error (EPIPE).
+                // answers the request and comes behind that end of stream as the socket's
+                // error (EPIPE), if need be a little later.
                 Some(Ok(0)) if !received => {
-                    return Err(match self.io.take_error() {
-                        Ok(Some(e)) if stale_error(&e) => Fault::Stale,
-                        _ => Fault::Failed(CLOSED_UNANSWERED.into()),
-                    })
+                    return Err(if self.reset_follows().await {
+                        Fault::Stale
+                    } else {
+                        Fault::Failed(CLOSED_UNANSWERED.into())
+                    });
                 }
                 Some(Ok(0)) => return Err(Fault::Failed("the backend closed mid-head".into())),
                 Some(Ok(_)) => {}
@@ -444,6 +460,10 @@ pub async fn exchange(
         Err(f) => Err(f.into()),
     }
 }
+
+/// How long an end of stream before any answer waits for the reset that says the request was
+/// never read (see `H1Conn::reset_follows`).
+const RESET_WAIT: Duration = Duration::from_millis(10);
 
 /// Why a request that went out got no answer at all.
 const CLOSED_UNANSWERED: &str = "the backend closed the connection before answering";
