@@ -360,11 +360,7 @@ async fn read_h1_response<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> String
     let mut chunk = [0u8; 1024];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
+            let len = content_length(&String::from_utf8_lossy(&buf[..end])).unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 assert_eq!(buf.len(), end + 4 + len, "nothing beyond one answer");
                 return String::from_utf8_lossy(&buf).into_owned();

@@ -393,14 +393,7 @@ fn read_response(c: &mut TcpStream) -> String {
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
         if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("content-length");
+            let len = content_length(&text[..end]).expect("content-length");
             if buf.len() >= end + 4 + len {
                 return text;
             }
@@ -502,14 +495,7 @@ fn a_body_still_arriving_after_its_answer_is_read_as_a_body() {
                     .push(head.lines().next().unwrap_or("").to_string());
             }
             let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0usize);
+            let len = content_length(&head).unwrap_or(0);
             let mut body = vec![0u8; len];
             if c.read_exact(&mut body).is_err() {
                 return;

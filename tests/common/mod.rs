@@ -397,6 +397,15 @@ pub fn spread(
     counts
 }
 
+/// The Content-Length a message head (request or response, as text) declares, if any.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse().unwrap())
+    })
+}
+
 /// Reads a request head byte by byte (nothing after it); `None` if the peer closes first.
 pub fn read_request_head(c: &mut TcpStream) -> Option<Vec<u8>> {
     let mut head = Vec::new();
