@@ -3,7 +3,6 @@
 //! `--delay`/`--fail-rate` inject faults. Every port speaks
 //! HTTP/1.1 and h2c, or HTTPS (h2 and http/1.1 by ALPN) with `--tls-cert`.
 
-use crate::core::server::RequestBody;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +19,7 @@ use hyper::body::Frame;
 use hyper::service::service_fn;
 
 use crate::cli::ServeArgs;
-use crate::core::server::{self, accept_loop, ConnOptions, Workers};
+use crate::core::server::{self, accept_loop, ConnOptions, RequestBody, Workers};
 
 /// One demo server's identity and switches, shared by every worker.
 struct ServerState {

@@ -3,7 +3,6 @@
 //! The same thread sweeps finished removals and reloads on SIGHUP. Nothing here is on the
 //! request path: changes reach the workers as a new backend set swapped into the pool.
 
-use crate::core::server::RequestBody;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use super::metrics::{self, Telemetry};
 use super::registry::{Registry, RegistryError};
 use crate::core::addr::Target;
 use crate::core::backend::Backend;
-use crate::core::server::{accept_loop, ConnOptions};
+use crate::core::server::{accept_loop, ConnOptions, RequestBody};
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;

@@ -2,7 +2,6 @@
 //! pick candidates, fail over on connect errors, retry idempotent requests within the budget,
 //! feed passive health, and stream the response back unchanged.
 
-use crate::core::server::RequestBody;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,7 +32,7 @@ use crate::core::backend::Backend;
 use crate::core::client::{classify, refused_stream, to_h2, ConnectError, ErrorKind};
 use crate::core::clock;
 use crate::core::select::Algorithm;
-use crate::core::server::after_ready_tasks;
+use crate::core::server::{after_ready_tasks, RequestBody};
 
 /// What the balancer answers with: the backend's body, or a short local one.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;

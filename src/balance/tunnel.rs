@@ -5,7 +5,6 @@
 //! backends are offered only http/1.1 by ALPN for this; `h2c://` backends are passed over (an
 //! upgrade has no HTTP/2 form here), and a 502 says so when no other backend was left.
 
-use crate::core::server::RequestBody;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -25,6 +24,7 @@ use super::proxy::{judge, local, mark_down, prepare, strip_hop_by_hop, Peer, Pro
 use super::upstream::InFlight;
 use crate::core::idle::{Activity, Tracked};
 use crate::core::select::Algorithm;
+use crate::core::server::RequestBody;
 
 /// Which upgrades are tunnelled, and how long an idle tunnel lives.
 #[derive(Clone, Debug)]

@@ -7,7 +7,6 @@
 //! burst, the worker's sweep closes those beyond the first once they go unused. Concurrent
 //! requests wait for the same dial, and closed connections are replaced.
 
-use crate::core::server::RequestBody;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +30,7 @@ use crate::core::client::{
     classify, handshake, handshake_h2_local, speaks_h2, ConnectError, Dialer, ErrorKind, H2Peer,
     Sender,
 };
+use crate::core::server::RequestBody;
 
 /// The body lbx sends upstream: the client's streaming body (cut off at `--max-body`), or a
 /// buffered one, possibly empty (so the request can be re-sent to another backend).

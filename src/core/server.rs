@@ -180,9 +180,9 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 /// A proxy that writes as soon as it has read sends one request or answer per wake-up of the
 /// process at the other end. Yielding between reading and writing makes a worker read what
 /// the last poll of its sockets delivered (up to the `LocalSet`'s 61 tasks a turn) before it
-/// writes any of it, so its writes leave together and the backends and clients behind them wake once for several. (No
-/// system call: the task wakes itself and so is queued behind the tasks already woken. Tokio's
-/// `yield_now` would first poll the sockets again.)
+/// writes any of it, so its writes leave together and the backends and clients behind them
+/// wake once for several. (No system call: the task wakes itself and so is queued behind the
+/// tasks already woken. Tokio's `yield_now` would first poll the sockets again.)
 pub async fn after_ready_tasks() {
     let mut queued = false;
     std::future::poll_fn(|cx| {
