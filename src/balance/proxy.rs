@@ -32,7 +32,7 @@ use crate::core::backend::Backend;
 use crate::core::client::{classify, refused_stream, to_h2, ConnectError, ErrorKind};
 use crate::core::clock;
 use crate::core::select::Algorithm;
-use crate::core::server::{after_ready_tasks, RequestBody};
+use crate::core::server::{after_backend_writes, after_ready_tasks, RequestBody};
 
 /// What the balancer answers with: the backend's body, or a short local one.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
@@ -321,8 +321,8 @@ pub async fn handle(
     let id = ensure_request_id(&mut parts.headers);
     let arrival = Arrival::new(&w.shared.telemetry, peer.addr, &parts, id);
     let mut served = None;
-    // Reads first, writes after: the request goes out, and its answer back, once the worker
-    // has read what else is ready (see `after_ready_tasks`).
+    // Reads first, then requests out to backends, then answers out to clients (see
+    // `after_ready_tasks` and `after_backend_writes`).
     after_ready_tasks().await;
     let Ok(resp) = forward(
         w.clone(),
@@ -331,7 +331,7 @@ pub async fn handle(
         &mut served,
     )
     .await;
-    after_ready_tasks().await;
+    after_backend_writes().await;
     Ok(arrival.finish(w.shared.telemetry.clone(), resp, served))
 }
 

@@ -126,7 +126,7 @@ impl Workers {
                     // Spawned rather than run as block_on's own future: that one is polled
                     // at every wake-up of any task of the worker (each request's, twice),
                     // and the accept loop has no reason to be.
-                    local.block_on(&rt, async move {
+                    super::local::block_on(&rt, &local, async move {
                         if let Err(e) = tokio::task::spawn_local(f(i, w, rx)).await {
                             if e.is_panic() {
                                 std::panic::resume_unwind(e.into_panic());
@@ -179,17 +179,31 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 ///
 /// A proxy that writes as soon as it has read sends one request or answer per wake-up of the
 /// process at the other end. Yielding between reading and writing makes a worker read what
-/// the last poll of its sockets delivered (up to the `LocalSet`'s 61 tasks a turn) before it
-/// writes any of it, so its writes leave together and the backends and clients behind them
-/// wake once for several. (No system call: the task wakes itself and so is queued behind the
-/// tasks already woken. Tokio's `yield_now` would first poll the sockets again.)
+/// the last poll of its sockets delivered before it writes any of it (a turn runs the whole
+/// queue, up to some 500 task polls: see [`super::local`]), so its writes leave together and
+/// the backends and clients behind them wake once for several. (No system call: the task
+/// wakes itself and so is queued behind the tasks already woken. Tokio's `yield_now` would
+/// first poll the sockets again.)
 pub async fn after_ready_tasks() {
-    let mut queued = false;
+    requeue(1).await
+}
+
+/// Like [`after_ready_tasks`], twice: an answer read from a backend goes out to its client
+/// after the requests that this turn's reads send to backends. A turn then runs as HAProxy's
+/// loop does: reads, requests out, answers out; the backends start on their requests while
+/// the worker writes the answers.
+pub async fn after_backend_writes() {
+    requeue(2).await
+}
+
+/// Puts the calling task at the back of the run queue `passes` times.
+async fn requeue(passes: u8) {
+    let mut left = passes;
     std::future::poll_fn(|cx| {
-        if queued {
+        if left == 0 {
             return std::task::Poll::Ready(());
         }
-        queued = true;
+        left -= 1;
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
     })
