@@ -124,8 +124,8 @@ impl Workers {
                         .expect("tokio runtime");
                     let local = tokio::task::LocalSet::new();
                     // Spawned rather than run as block_on's own future: that one is polled
-                    // at every wake-up of any task of the worker (each request's, twice),
-                    // and the accept loop has no reason to be.
+                    // at every pass over the worker's ready tasks, and the accept loop has no
+                    // reason to be.
                     super::local::block_on(&rt, &local, async move {
                         if let Err(e) = tokio::task::spawn_local(f(i, w, rx)).await {
                             if e.is_panic() {
