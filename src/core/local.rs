@@ -88,77 +88,75 @@ mod tests {
     use std::rc::Rc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-    /// Runs `f` on its own thread and fails if it has not finished within 20 s (a lost wake
-    /// would hang the worker).
-    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    /// Runs the future `make` returns on a worker of its own (a current-thread runtime and a
+    /// `LocalSet` driven by [`block_on`]), and fails if it has not finished within 20 s: a lost
+    /// wake would hang the worker.
+    fn on_worker<T, Fut>(make: impl FnOnce() -> Fut + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T>,
+    {
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(f()).unwrap());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let local = tokio::task::LocalSet::new();
+            tx.send(block_on(&rt, &local, make())).unwrap()
+        });
         rx.recv_timeout(std::time::Duration::from_secs(20))
             .expect("a wake was lost: the set stalled")
     }
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+    /// Spawns `n` local tasks that each requeue three times (four polls), then return `then()`.
+    fn requeueing<T: 'static>(
+        n: usize,
+        then: impl Fn() -> T + 'static,
+    ) -> Vec<tokio::task::JoinHandle<T>> {
+        let then = Rc::new(then);
+        (0..n)
+            .map(|_| {
+                let then = then.clone();
+                tokio::task::spawn_local(async move {
+                    for _ in 0..3 {
+                        crate::core::server::after_ready_tasks().await;
+                    }
+                    then()
+                })
+            })
+            .collect()
     }
 
     #[test]
     fn more_ready_tasks_than_a_turn_all_finish() {
-        let n = within(|| {
-            let (rt, local) = (runtime(), tokio::task::LocalSet::new());
-            block_on(&rt, &local, async {
-                let done = Rc::new(std::cell::Cell::new(0));
-                let tasks: Vec<_> = (0..5000)
-                    .map(|_| {
-                        let done = done.clone();
-                        tokio::task::spawn_local(async move {
-                            for _ in 0..3 {
-                                crate::core::server::after_ready_tasks().await;
-                            }
-                            done.set(done.get() + 1);
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                done.get()
-            })
+        let n = on_worker(|| async {
+            let done = Rc::new(std::cell::Cell::new(0));
+            let d = done.clone();
+            for t in requeueing(5000, move || d.set(d.get() + 1)) {
+                t.await.unwrap();
+            }
+            done.get()
         });
         assert_eq!(n, 5000);
     }
 
     #[test]
     fn a_turn_runs_every_ready_task_before_the_runtime_gets_its_turn() {
-        let seen_early = within(|| {
-            let (rt, local) = (runtime(), tokio::task::LocalSet::new());
-            block_on(&rt, &local, async {
-                // A task of the runtime's own queue runs only between polls of the set.
-                let ran = Arc::new(AtomicBool::new(false));
-                let r = ran.clone();
-                let runtime_task = tokio::spawn(async move { r.store(true, SeqCst) });
-                // 100 tasks × 4 polls: more than one pass of 61, less than a whole turn.
-                let tasks: Vec<_> = (0..100)
-                    .map(|_| {
-                        let ran = ran.clone();
-                        tokio::task::spawn_local(async move {
-                            for _ in 0..3 {
-                                crate::core::server::after_ready_tasks().await;
-                            }
-                            ran.load(SeqCst)
-                        })
-                    })
-                    .collect();
-                let mut early = 0;
-                for t in tasks {
-                    early += usize::from(t.await.unwrap());
-                }
-                runtime_task.await.unwrap();
-                assert!(ran.load(SeqCst));
-                early
-            })
+        let seen_early = on_worker(|| async {
+            // A task of the runtime's own queue runs only between polls of the set.
+            let ran = Arc::new(AtomicBool::new(false));
+            let r = ran.clone();
+            let runtime_task = tokio::spawn(async move { r.store(true, SeqCst) });
+            // 100 tasks × 4 polls: more than one pass of 61, less than a whole turn.
+            let r = ran.clone();
+            let mut early = 0;
+            for t in requeueing(100, move || r.load(SeqCst)) {
+                early += usize::from(t.await.unwrap());
+            }
+            runtime_task.await.unwrap();
+            assert!(ran.load(SeqCst));
+            early
         });
         assert_eq!(seen_early, 0, "the runtime ran in the middle of a turn");
     }
@@ -167,25 +165,22 @@ mod tests {
     fn wakes_from_other_threads_and_timers_arrive() {
         let got = Arc::new(AtomicUsize::new(0));
         let g = got.clone();
-        within(move || {
-            let (rt, local) = (runtime(), tokio::task::LocalSet::new());
-            block_on(&rt, &local, async move {
-                for round in 0..200 {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let sender = std::thread::spawn(move || tx.send(round).unwrap());
-                    // Busy neighbours keep the set in its passes while the wake comes in.
-                    let busy = tokio::task::spawn_local(async {
-                        for _ in 0..200 {
-                            crate::core::server::after_ready_tasks().await;
-                        }
-                    });
-                    assert_eq!(rx.await.unwrap(), round);
-                    g.fetch_add(1, SeqCst);
-                    busy.await.unwrap();
-                    sender.join().unwrap();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            })
+        on_worker(move || async move {
+            for round in 0..200 {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let sender = std::thread::spawn(move || tx.send(round).unwrap());
+                // Busy neighbours keep the set in its passes while the wake comes in.
+                let busy = tokio::task::spawn_local(async {
+                    for _ in 0..200 {
+                        crate::core::server::after_ready_tasks().await;
+                    }
+                });
+                assert_eq!(rx.await.unwrap(), round);
+                g.fetch_add(1, SeqCst);
+                busy.await.unwrap();
+                sender.join().unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         });
         assert_eq!(got.load(SeqCst), 200);
     }
