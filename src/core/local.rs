@@ -9,7 +9,7 @@
 //! turn's reads, then all its writes.
 //!
 //! [`block_on`] polls the set again at once while the set still has tasks queued, up to
-//! [`TURNS`] times, before it lets the runtime poll the driver (which also runs the timers) and
+//! [`PASSES`] times, before it lets the runtime poll the driver (which also runs the timers) and
 //! run its own tasks: those spawned with `tokio::spawn`, such as hyper's client connections to
 //! TLS and HTTP/2 backends, wait for the end of the turn. So do tasks that yield with tokio's
 //! `yield_now` or run out of their co-operative budget: tokio defers those until after the
@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-/// Polls of the set per poll of the driver: at most 8 × 61 task polls, some 80 proxied
-/// requests, between two looks at the sockets and timers (HAProxy's default is 200 tasks).
-pub const TURNS: usize = 8;
+/// Passes over the set per poll of the driver: at most 8 × 61 task polls, some 80 proxied
+/// requests, between two looks at the sockets and timers (HAProxy 2.6's `tune.runqueue-depth`
+/// is 35 to 280 tasks, depending on its thread count).
+pub const PASSES: usize = 8;
 
 /// Runs `fut` on `local` within `rt`, as `LocalSet::block_on` does, in whole turns.
 pub fn block_on<F: Future>(
@@ -49,7 +50,7 @@ pub fn block_on<F: Future>(
             let mut inner = Context::from_waker(waker);
             // A wake from before this poll is the reason for it, not a reason for a second pass.
             r.again.store(false, Relaxed);
-            for _ in 0..TURNS {
+            for _ in 0..PASSES {
                 if let Poll::Ready(v) = run.as_mut().poll(&mut inner) {
                     return Poll::Ready(v);
                 }
@@ -64,7 +65,7 @@ pub fn block_on<F: Future>(
 }
 
 /// The waker the set is polled with: a wake asks for another pass, and always reaches the
-/// runtime too, so none is lost when the turns run out or the wake comes from another thread
+/// runtime too, so none is lost when the passes run out or the wake comes from another thread
 /// as a pass ends. (From the worker's own thread, waking the runtime only sets a flag.)
 struct Relay {
     again: AtomicBool,
