@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::idle::{Activity, Tracked};
 use super::server::LocalExec;
+use super::tick::Ticker;
 
 /// How long an HTTP/1 connection stays quiet before it parks. Long enough that a busy
 /// keep-alive connection never pays for taking hyper's connection apart and building it again;
@@ -491,8 +492,8 @@ impl Conn {
     {
         let mut closing = false;
         let mut first_head = !state.seen();
-        let mut tick = tokio::time::interval_at(Instant::now() + PARK_AFTER, PARK_AFTER);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Polled at every poll of this task: a `Ticker` costs a flag check between ticks.
+        let mut tick = Ticker::new(Instant::now() + PARK_AFTER, PARK_AFTER);
         let mut moves = activity.moves();
         let mut quiet_since = Instant::now();
         // Shutdown is looked for at each tick, not waited for: a channel's `changed()` takes
@@ -511,6 +512,9 @@ impl Conn {
                     first_head = false;
                 }
                 now = tick.tick() => {
+                    // Once a head has come the first-head deadline has nothing left to do:
+                    // stop polling its timer at every poll of this task.
+                    first_head &= !state.seen();
                     let now_moves = activity.moves();
                     let moved = now_moves != moves;
                     moves = now_moves;

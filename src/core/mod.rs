@@ -16,5 +16,6 @@ pub mod pool;
 pub mod prober;
 pub mod select;
 pub mod server;
+pub mod tick;
 pub mod tls;
 pub mod units;
