@@ -455,7 +455,8 @@ pub async fn exchange(
             Err(f) => return Err(f.into()),
         }
     }
-    let mut conn = match dialer.dial(&backend.target).await {
+    // Boxed: a dial's state is large, and it is needed only for a new connection.
+    let mut conn = match Box::pin(dialer.dial(&backend.target)).await {
         Ok((Stream::Plain(tcp), _)) => H1Conn::new(tcp),
         Ok(_) => {
             return Err(ExchangeError::Failed(

@@ -324,13 +324,18 @@ pub async fn handle(
     // Reads first, then requests out to backends, then answers out to clients (see
     // `after_ready_tasks` and `after_backend_writes`).
     after_ready_tasks().await;
-    let Ok(resp) = forward(
-        w.clone(),
-        peer,
-        Request::from_parts(parts, body),
-        &mut served,
-    )
-    .await;
+    // Pinned in place and awaited through the pin: awaited by value, the future would take
+    // two slots in this one's state (rustc keeps the value and the awaited copy apart), and
+    // this future is moved whole into hyper's connection for every request.
+    let Ok(resp) = {
+        let fut = forward(
+            w.clone(),
+            peer,
+            Request::from_parts(parts, body),
+            &mut served,
+        );
+        std::pin::pin!(fut).await
+    };
     after_backend_writes().await;
     Ok(arrival.finish(w.shared.telemetry.clone(), resp, served))
 }
@@ -389,7 +394,10 @@ pub async fn forward(
     } else if idempotent(&parts.method)
         && content_length(&parts.headers).is_some_and(|n| n <= RETRY_BUFFER)
     {
-        match body.collect().await {
+        // Boxed, as are the other awaits off the lean path below: an awaited future is held in
+        // this one's state (twice, as rustc lays it out), and this one is moved whole into
+        // hyper's connection for every request.
+        match Box::pin(body.collect()).await {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.is::<LengthLimitError>() => return Ok(too_large()),
             Err(_) => {
@@ -493,7 +501,7 @@ pub async fn forward(
                     None => break,
                 },
             };
-            let checkout = w.conns.checkout(&shared.dialer, &backend, !fresh).await;
+            let checkout = Box::pin(w.conns.checkout(&shared.dialer, &backend, !fresh)).await;
             let (mut conn, reused, stream) = match checkout {
                 Ok(c) => (c.conn, c.reused && !fresh, c.stream),
                 Err(e) => {
@@ -512,8 +520,8 @@ pub async fn forward(
             fit(&mut req, h2, &backend);
             let in_flight = InFlight::new(backend.clone());
             let sent_at = track_latency.then(tokio::time::Instant::now);
-            let sent =
-                tokio::time::timeout(policy.response_timeout, conn.try_send_request(req)).await;
+            let send = tokio::time::timeout(policy.response_timeout, conn.try_send_request(req));
+            let sent = Box::pin(send).await;
             // A stream an HTTP/2 backend refused was never processed (RFC 9113 §8.7), as when
             // it sent SETTINGS allowing fewer streams than were already under way.
             let refused = matches!(&sent, Ok(Err(e)) if refused_stream(e.error()));
