@@ -3,10 +3,16 @@
 # on a noisy box: req/s, p50 and p99 (wrk -t1 -c$C) direct to a backend, through nginx, HAProxy
 # and `lbx balance`, each proxy with one worker; `lbx serve` against nginx `return 200`; and the
 # RSS of each proxy holding $IDLE idle keep-alive client connections, and $IDLE_TLS over TLS.
-# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections IDLE=connections IDLE_TLS=connections)
+# nginx and HAProxy run twice: as configured out of the box (no forwarding headers), and with
+# the header work lbx does by default (X-Forwarded-For, -Proto and -Host and a request id on
+# the way in, the request id on the way out), which costs them and their backend CPU.
+# With ROUNDS=n the load runs n times, the targets taking turns, and each figure is the median
+# over the rounds; "lbx / best" is, per round, lbx's req/s over the better of nginx's and
+# HAProxy's in that round (as configured out of the box), then the median of those.
+# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections ROUNDS=n IDLE=connections IDLE_TLS=connections)
 # Needs: apt-get install -y nginx haproxy wrk python3 openssl
 set -u
-LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; IDLE=${IDLE:-10000}; IDLE_TLS=${IDLE_TLS:-2000}
+LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; ROUNDS=${ROUNDS:-1}; IDLE=${IDLE:-10000}; IDLE_TLS=${IDLE_TLS:-2000}
 for t in nginx haproxy wrk python3 openssl; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx haproxy wrk python3 openssl" >&2; exit 2; }; done
 [ -x "$LBX" ] || { echo "no lbx binary at $LBX: cargo build --release" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -33,7 +39,12 @@ events { worker_connections 32768; }
 http { access_log off; keepalive_timeout 300s; keepalive_requests 1000000;
   upstream be { server 127.0.0.1:9201; server 127.0.0.1:9202; server 127.0.0.1:9203; keepalive 64; }
   server { listen 127.0.0.1:9281; listen 127.0.0.1:9291 ssl; ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:9286;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header X-Request-ID \$request_id; add_header X-Request-ID \$request_id; } } }
 CONF
 cat > "$W/haproxy.cfg" <<CONF
 global
@@ -51,6 +62,15 @@ defaults
 frontend fe
   bind 127.0.0.1:9282
   bind 127.0.0.1:9292 ssl crt $W/haproxy.pem alpn http/1.1
+  default_backend be
+frontend fe_headers
+  bind 127.0.0.1:9287
+  option forwardfor
+  unique-id-format %{+X}o\\ %ci%cp%fi%fp%Ts%rt%pid
+  unique-id-header x-request-id
+  http-request set-header x-forwarded-proto http
+  http-request set-header x-forwarded-host %[req.hdr(host)]
+  http-after-response set-header x-request-id %[unique-id]
   default_backend be
 backend be
   balance roundrobin
@@ -78,29 +98,43 @@ rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 nginx_worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
 TCK=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# req/s, p50, p99 of a wrk run against URL $1, and the CPU time (user + system) the server
-# process $2 spent per request meanwhile: the steadier figure on a shared machine.
+# req/s, p50 and p99 (ms) of a wrk run against URL $1, and the CPU time (user + system) the
+# server process $2 spent per request meanwhile: the steadier figure on a shared machine.
 run() {
   local t0 out t1
   t0=$(ticks "$2")
   out=$(wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null)
   t1=$(ticks "$2")
-  awk -v t="$((t1 - t0))" -v hz="$TCK" '/requests in/ {n=$1} /Requests\/sec/ {r=$2} / 50%/ {p50=$2} / 99%/ {p99=$2}
-    END {printf "%10s %9s %9s %9.2f", r, p50, p99, (n > 0 ? t * 1000000 / hz / n : 0)}' <<<"$out"
+  awk -v t="$((t1 - t0))" -v hz="$TCK" '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /requests in/ {n=$1} /Requests\/sec/ {r=$2} / 50%/ {p50=ms($2)} / 99%/ {p99=ms($2)}
+    END {printf "%.0f %.3f %.3f %.2f\n", r, p50, p99, (n > 0 ? t * 1000000 / hz / n : 0)}' <<<"$out"
 }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.10g\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | xargs), $(uname -r)"
-echo "load: wrk -t1 -c$C -d${D}s on loopback; every proxy and server with one worker"
+echo "load: wrk -t1 -c$C -d${D}s on loopback; every proxy and server with one worker; $ROUNDS round(s), medians"
 echo
-printf "%-22s %10s %9s %9s %9s %9s\n" "" "req/s" "p50" "p99" "CPU us/r" "RSS MB"
-printf "%-22s %s %9s\n" "direct (nginx backend)" "$(run http://127.0.0.1:9201/ "$(nginx_worker backends)")" "-"
-printf "%-22s %s %9s\n" "nginx proxy" "$(run http://127.0.0.1:9281/ "$(nginx_worker nginx-lb)")" "$(rss "$(nginx_worker nginx-lb)")"
-printf "%-22s %s %9s\n" "haproxy" "$(run http://127.0.0.1:9282/ "$(cat "$W/haproxy.pid")")" "$(rss "$(cat "$W/haproxy.pid")")"
-printf "%-22s %s %9s\n" "lbx balance" "$(run http://127.0.0.1:9283/ $LBXPID)" "$(rss $LBXPID)"
-echo
-printf "%-22s %s %9s\n" "nginx return 200" "$(run http://127.0.0.1:9284/ "$(nginx_worker nginx-200)")" "$(rss "$(nginx_worker nginx-200)")"
-printf "%-22s %s %9s\n" "lbx serve" "$(run http://127.0.0.1:9285/ $SERVEPID)" "$(rss $SERVEPID)"
+NAMES=("direct (nginx backend)" "nginx proxy" "haproxy" "lbx balance" "nginx, lbx's headers" "haproxy, lbx's headers" "" "nginx return 200" "lbx serve")
+URLS=(9201 9281 9282 9283 9286 9287 "" 9284 9285)
+PROCS=("$(nginx_worker backends)" "$(nginx_worker nginx-lb)" "$(cat "$W/haproxy.pid")" $LBXPID "$(nginx_worker nginx-lb)" "$(cat "$W/haproxy.pid")" "" "$(nginx_worker nginx-200)" $SERVEPID)
+for ((r = 1; r <= ROUNDS; r++)); do
+  for i in "${!NAMES[@]}"; do
+    [ -n "${URLS[$i]}" ] && run "http://127.0.0.1:${URLS[$i]}/" "${PROCS[$i]}" >>"$W/row$i"
+  done
+  # lbx against the better of nginx and HAProxy, this round.
+  paste -d' ' <(tail -1 "$W/row1") <(tail -1 "$W/row2") <(tail -1 "$W/row3") |
+    awk '{best = ($1 > $5 ? $1 : $5); print $9 / best}' >>"$W/ratio"
+done
+col() { awk -v c="$1" '{print $c}' "$2" | median; }
+printf "%-22s %10s %9s %9s %9s %9s\n" "" "req/s" "p50 ms" "p99 ms" "CPU us/r" "RSS MB"
+for i in "${!NAMES[@]}"; do
+  if [ -z "${URLS[$i]}" ]; then echo; continue; fi
+  rss_now=$(if [ "$i" = 0 ]; then echo -; else rss "${PROCS[$i]}"; fi)
+  printf "%-22s %10.0f %9.3f %9.3f %9.2f %9s\n" "${NAMES[$i]}" "$(col 1 "$W/row$i")" "$(col 2 "$W/row$i")" "$(col 3 "$W/row$i")" "$(col 4 "$W/row$i")" "$rss_now"
+done
 echo "(CPU us/r: user + system time of the server process per request during its run)"
+echo "lbx / best of nginx and haproxy, per round: $(xargs printf '%.3f ' <"$W/ratio")(median $(median <"$W/ratio" | xargs printf '%.3f'))"
 
 # RSS of each proxy before and while holding idle connections: "name:port:pid:count" ... [tls]
 hold_idle() {
