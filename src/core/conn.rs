@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::idle::{Activity, Tracked};
 use super::server::LocalExec;
-use super::tick::Ticker;
+use super::tick::{Gate, Ticker};
 
 /// How long an HTTP/1 connection stays quiet before it parks. Long enough that a busy
 /// keep-alive connection never pays for taking hyper's connection apart and building it again;
@@ -592,27 +592,57 @@ impl Conn {
         let mut shutdown = self.shutdown.clone();
         let stop = shutdown.changed();
         let first_deadline = tokio::time::sleep_until(self.deadline);
-        tokio::pin!(stop, first_deadline);
+        let idle = activity.idle_for(self.idle);
+        tokio::pin!(stop, first_deadline, idle);
+        // The connection's timers and the shutdown signal are polled through a gate: only after
+        // one of them woke it, not at every poll of this task (each frame read or written).
+        let mut gate = Gate::new();
         loop {
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = &mut stop, if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+            let event = std::future::poll_fn(|cx| {
+                if conn.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Ended);
                 }
-                _ = &mut first_deadline, if first_head => {
+                gate.poll(cx, |cx| {
+                    if !closing && stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                    if first_head && first_deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::FirstDeadline);
+                    }
+                    if !closing && idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Idle);
+                    }
+                    Poll::Pending
+                })
+            })
+            .await;
+            match event {
+                Event::Ended => return,
+                Event::FirstDeadline => {
                     if !state.seen() {
                         return; // dropping the connection closes it
                     }
                     first_head = false;
                 }
-                _ = activity.idle_for(self.idle), if !closing => {
+                Event::Shutdown | Event::Idle => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
             }
         }
     }
+}
+
+/// What ends a wait in [`Conn::serve`].
+enum Event {
+    /// The connection is done.
+    Ended,
+    /// The worker is shutting down.
+    Shutdown,
+    /// The first-head deadline passed.
+    FirstDeadline,
+    /// No byte moved for the idle timeout.
+    Idle,
 }
 
 /// glibc keeps freed heap memory mapped, and the buffers parked connections free lie between
