@@ -9,11 +9,15 @@
 # With ROUNDS=n the load runs n times, the targets taking turns, and each figure is the median
 # over the rounds; "lbx / best" is, per round, lbx's req/s over the better of nginx's and
 # HAProxy's in that round (as configured out of the box), then the median of those.
-# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections ROUNDS=n IDLE=connections IDLE_TLS=connections)
-# Needs: apt-get install -y nginx haproxy wrk python3 openssl
+# LOAD=lbx drives the load with `lbx bench --threads 1` instead of `wrk -t1` (on this machine lbx
+# bench keeps up with wrk: see the README), so wrk is not needed.
+# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections ROUNDS=n LOAD=wrk|lbx IDLE=connections IDLE_TLS=connections)
+# Needs: apt-get install -y nginx haproxy wrk python3 openssl   (wrk only with LOAD=wrk)
 set -u
 LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; ROUNDS=${ROUNDS:-1}; IDLE=${IDLE:-10000}; IDLE_TLS=${IDLE_TLS:-2000}
-for t in nginx haproxy wrk python3 openssl; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx haproxy wrk python3 openssl" >&2; exit 2; }; done
+LOAD=${LOAD:-wrk}
+case $LOAD in wrk) TOOLS="nginx haproxy wrk python3 openssl" ;; lbx) TOOLS="nginx haproxy python3 openssl" ;; *) echo "LOAD must be wrk or lbx, not $LOAD" >&2; exit 2 ;; esac
+for t in $TOOLS; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y $TOOLS" >&2; exit 2; }; done
 [ -x "$LBX" ] || { echo "no lbx binary at $LBX: cargo build --release" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d)
@@ -98,11 +102,26 @@ rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 nginx_worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
 TCK=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# req/s, p50 and p99 (ms) of a wrk run against URL $1, and the CPU time (user + system) the
+# req/s, p50 and p99 (ms) of a load run against URL $1, and the CPU time (user + system) the
 # server process $2 spent per request meanwhile: the steadier figure on a shared machine.
 run() {
   local t0 out t1
   t0=$(ticks "$2")
+  if [ "$LOAD" = lbx ]; then
+    out=$("$LBX" bench -z "${D}s" -c "$C" --threads 1 --json --no-progress "$1" 2>/dev/null)
+    t1=$(ticks "$2")
+    python3 -c '
+import json, sys
+t, hz = int(sys.argv[1]), int(sys.argv[2])
+try:
+    d = json.loads(sys.stdin.read())
+    n, r = d["summary"]["requests"], d["summary"]["requests_per_sec"]
+    p50, p99 = d["latency_ms"]["p50"], d["latency_ms"]["p99"]
+except (ValueError, KeyError, TypeError):
+    n, r, p50, p99 = 0, 0, 0, 0
+print("%.0f %.3f %.3f %.2f" % (r, p50, p99, t * 1e6 / hz / n if n else 0))' "$((t1 - t0))" "$TCK" <<<"$out"
+    return
+  fi
   out=$(wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null)
   t1=$(ticks "$2")
   awk -v t="$((t1 - t0))" -v hz="$TCK" '
@@ -113,7 +132,8 @@ run() {
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.10g\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | xargs), $(uname -r)"
-echo "load: wrk -t1 -c$C -d${D}s on loopback; every proxy and server with one worker; $ROUNDS round(s), medians"
+LOADER=$([ "$LOAD" = lbx ] && echo "lbx bench --threads 1 -c$C -z ${D}s" || echo "wrk -t1 -c$C -d${D}s")
+echo "load: $LOADER on loopback; every proxy and server with one worker; $ROUNDS round(s), medians"
 echo
 NAMES=("direct (nginx backend)" "nginx proxy" "haproxy" "lbx balance" "nginx, lbx's headers" "haproxy, lbx's headers" "" "nginx return 200" "lbx serve")
 URLS=(9201 9281 9282 9283 9286 9287 "" 9284 9285)
