@@ -86,6 +86,7 @@ impl Default for Gate {
 }
 
 impl Gate {
+    /// A gate that has guarded nothing yet: its first poll runs what it guards.
     pub fn new() -> Gate {
         let fired = Arc::new(Fired {
             fired: AtomicBool::new(false),
