@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the README's performance table on this machine, all in one run so the ratios hold
-# on a noisy box: req/s, p50 and p99 (wrk -t1 -c$C) direct to a backend, through nginx, HAProxy
-# and `lbx balance`, each proxy with one worker; `lbx serve` against nginx `return 200`; and the
+# on a noisy box: req/s, p50 and p99 (wrk -t1 -c$C, or lbx bench) direct to a backend, through
+# nginx, HAProxy and `lbx balance`, each proxy with one worker; `lbx serve` against nginx `return 200`; and the
 # RSS of each proxy holding $IDLE idle keep-alive client connections, and $IDLE_TLS over TLS.
 # nginx and HAProxy run twice: as configured out of the box (no forwarding headers), and with
 # the header work lbx does by default (X-Forwarded-For, -Proto and -Host and a request id on
@@ -144,7 +144,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
   # lbx against the better of nginx and HAProxy, this round.
   paste -d' ' <(tail -1 "$W/row1") <(tail -1 "$W/row2") <(tail -1 "$W/row3") |
-    awk '{best = ($1 > $5 ? $1 : $5); print $9 / best}' >>"$W/ratio"
+    awk '{best = ($1 > $5 ? $1 : $5); print (best > 0 ? $9 / best : 0)}' >>"$W/ratio"
 done
 col() { awk -v c="$1" '{print $c}' "$2" | median; }
 printf "%-22s %10s %9s %9s %9s %9s\n" "" "req/s" "p50 ms" "p99 ms" "CPU us/r" "RSS MB"
