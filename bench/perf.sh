@@ -11,11 +11,16 @@
 # HAProxy's in that round (as configured out of the box), then the median of those.
 # LOAD=lbx drives the load with `lbx bench --threads 1` instead of `wrk -t1` (on this machine lbx
 # bench keeps up with wrk: see the README), so wrk is not needed.
-# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections ROUNDS=n LOAD=wrk|lbx IDLE=connections IDLE_TLS=connections)
+# PIN=1 gives each measured server a core of its own: during its run the server (all its threads)
+# is pinned to CPU 0, and the load generator and the nginx backends to CPU 1, so the server's own
+# cost per request sets the rate instead of how the scheduler happens to share two cores among
+# three busy processes. Needs 2 cores or more; everything is unpinned again after each run.
+# Usage: bench/perf.sh [path/to/lbx]     (env: D=seconds C=connections ROUNDS=n LOAD=wrk|lbx PIN=0|1 IDLE=connections IDLE_TLS=connections)
 # Needs: apt-get install -y nginx haproxy wrk python3 openssl   (wrk only with LOAD=wrk)
 set -u
 LBX=${1:-target/release/lbx}; D=${D:-5}; C=${C:-64}; ROUNDS=${ROUNDS:-1}; IDLE=${IDLE:-10000}; IDLE_TLS=${IDLE_TLS:-2000}
-LOAD=${LOAD:-wrk}
+LOAD=${LOAD:-wrk}; PIN=${PIN:-0}
+case $PIN in 0) ;; 1) [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs 2 cores or more, this machine has $(nproc)" >&2; exit 2; } ;; *) echo "PIN must be 0 or 1, not $PIN" >&2; exit 2 ;; esac
 case $LOAD in wrk) TOOLS="nginx haproxy wrk python3 openssl" ;; lbx) TOOLS="nginx haproxy python3 openssl" ;; *) echo "LOAD must be wrk or lbx, not $LOAD" >&2; exit 2 ;; esac
 for t in $TOOLS; do command -v $t >/dev/null || { echo "missing $t: apt-get install -y $TOOLS" >&2; exit 2; }; done
 [ -x "$LBX" ] || { echo "no lbx binary at $LBX: cargo build --release" >&2; exit 2; }
@@ -102,13 +107,24 @@ rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 nginx_worker() { pgrep -P "$(cat "$W/$1.pid")" | head -1; }
 TCK=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ALL_CPUS="0-$(($(nproc) - 1))"
+# With PIN=1: the server process $1 on CPU 0 and the backends on CPU 1 (a direct run leaves the
+# backend on CPU 0: it is the server measured); `on` runs the load on CPU 1.
+pin() { [ "$PIN" = 1 ] || return 0; taskset -apc 1 "$(nginx_worker backends)" >/dev/null; taskset -apc 0 "$1" >/dev/null; }
+unpin() { [ "$PIN" = 1 ] || return 0; taskset -apc "$ALL_CPUS" "$1" >/dev/null; taskset -apc "$ALL_CPUS" "$(nginx_worker backends)" >/dev/null; }
+on() { if [ "$PIN" = 1 ]; then taskset -c 1 "$@"; else "$@"; fi; }
+run() {
+  pin "$2"
+  run_pinned "$@"
+  unpin "$2"
+}
 # req/s, p50 and p99 (ms) of a load run against URL $1, and the CPU time (user + system) the
 # server process $2 spent per request meanwhile: the steadier figure on a shared machine.
-run() {
+run_pinned() {
   local t0 out t1
   t0=$(ticks "$2")
   if [ "$LOAD" = lbx ]; then
-    out=$("$LBX" bench -z "${D}s" -c "$C" --threads 1 --json --no-progress "$1" 2>/dev/null)
+    out=$(on "$LBX" bench -z "${D}s" -c "$C" --threads 1 --json --no-progress "$1" 2>/dev/null)
     t1=$(ticks "$2")
     python3 -c '
 import json, sys
@@ -122,7 +138,7 @@ except (ValueError, KeyError, TypeError):
 print("%.0f %.3f %.3f %.2f" % (r, p50, p99, t * 1e6 / hz / n if n else 0))' "$((t1 - t0))" "$TCK" <<<"$out"
     return
   fi
-  out=$(wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null)
+  out=$(on wrk -t1 -c"$C" -d"${D}s" --latency "$1" 2>/dev/null)
   t1=$(ticks "$2")
   awk -v t="$((t1 - t0))" -v hz="$TCK" '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
@@ -134,6 +150,7 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | xargs), $(uname -r)"
 LOADER=$([ "$LOAD" = lbx ] && echo "lbx bench --threads 1 -c$C -z ${D}s" || echo "wrk -t1 -c$C -d${D}s")
 echo "load: $LOADER on loopback; every proxy and server with one worker; $ROUNDS round(s), medians"
+[ "$PIN" = 1 ] && echo "pinned: the measured server on CPU 0, the load and the backends on CPU 1"
 echo
 NAMES=("direct (nginx backend)" "nginx proxy" "haproxy" "lbx balance" "nginx, lbx's headers" "haproxy, lbx's headers" "" "nginx return 200" "lbx serve")
 URLS=(9201 9281 9282 9283 9286 9287 "" 9284 9285)
