@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
@@ -22,12 +22,13 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::idle::{Activity, Tracked};
+use super::lean;
 use super::server::LocalExec;
 use super::tick::{Gate, Ticker};
 
@@ -35,6 +36,9 @@ use super::tick::{Gate, Ticker};
 /// keep-alive connection never pays for taking hyper's connection apart and building it again;
 /// short enough that idle clients hold no buffers for long.
 const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// Most bytes the lean path reads ahead while a request is answered (more wait in the socket).
+const LEAN_HOLD: usize = 64 * 1024;
 
 /// The HTTP/2 connection preface, which tells h2c with prior knowledge from HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -129,6 +133,32 @@ impl<S> Tracking<S> {
     }
 }
 
+impl<S, B> Tracking<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>>,
+{
+    /// Answers a request the lean path read (it has no body).
+    fn call_plain(&self, req: Request<()>) -> Answering<S::Future> {
+        let st = &self.state;
+        st.hold.set(false);
+        if let Some(f) = st.unread_body.get() {
+            f.store(false, Relaxed);
+        }
+        self.answer(req.map(|()| RequestBody::empty()))
+    }
+
+    /// Counts the request in, and in flight until its answer is done with.
+    fn answer(&self, req: Request<RequestBody>) -> Answering<S::Future> {
+        let st = &self.state;
+        st.in_flight.set(st.in_flight.get() + 1);
+        st.requests.set(st.requests.get() + 1);
+        Answering {
+            inner: self.inner.call(req),
+            guard: Some(InFlight(st.clone())),
+        }
+    }
+}
+
 impl<S, B> Service<Request<Incoming>> for Tracking<S>
 where
     S: Service<Request<RequestBody>, Response = Response<B>>,
@@ -153,24 +183,31 @@ where
             f.store(true, Relaxed);
             Some(f.clone())
         };
-        let req = req.map(|inner| RequestBody { inner, unread });
-        st.in_flight.set(st.in_flight.get() + 1);
-        st.requests.set(st.requests.get() + 1);
-        Answering {
-            inner: self.inner.call(req),
-            guard: Some(InFlight(st.clone())),
-        }
+        self.answer(req.map(|inner| RequestBody {
+            inner: Some(inner),
+            unread,
+        }))
     }
 }
 
 pin_project! {
-    /// A request's body as services get it: hyper's, telling the connection when it has been
-    /// read to its end (so that the connection may park after the answer). A body dropped
-    /// unread leaves the connection unparked until its next request: hyper drains or closes.
+    /// A request's body as services get it: hyper's (none for a request the lean path read),
+    /// telling the connection when it has been read to its end (so that the connection may
+    /// park after the answer). A body dropped unread leaves the connection unparked until its
+    /// next request: hyper drains or closes.
     pub struct RequestBody {
-        #[pin]
-        inner: Incoming,
+        inner: Option<Incoming>,
         unread: Option<Arc<AtomicBool>>,
+    }
+}
+
+impl RequestBody {
+    /// The body of a request that has none.
+    fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            unread: None,
+        }
     }
 }
 
@@ -182,11 +219,14 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let r = ready!(this.inner.as_mut().poll_frame(cx));
+        let this = self.project();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = ready!(Pin::new(&mut *inner).poll_frame(cx));
         let ended = match &r {
             None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Ok(_)) => inner.is_end_stream(),
             Some(Err(_)) => false,
         };
         if ended {
@@ -198,11 +238,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 
@@ -314,6 +356,16 @@ async fn sniff_opening<I: Park>(io: &mut I, deadline: Instant) -> Option<(bool, 
         }
         _ => None,
     }
+}
+
+/// How the lean path left a connection.
+enum Lean {
+    /// Closed, or to be.
+    Close,
+    /// Quiet: to park.
+    Park,
+    /// A request for hyper: its bytes are put back.
+    Hyper,
 }
 
 /// The stream hyper's HTTP/1 connection runs on.
@@ -428,37 +480,49 @@ impl Conn {
         // is in flight); the next head must be in within the keep-alive time.
         let mut waiting = Waiting::default();
         loop {
-            // Boxed: a parked connection's task keeps none of hyper's state.
-            let conn = Box::pin(
-                self.h1
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades(),
-            );
-            let Some(parts) = self.run_h1(conn, &activity, &state, &mut waiting).await else {
-                return;
-            };
-            (io, service) = (parts.io.into_inner(), parts.service);
-            // In a block of its own, so none of these buffers stays in the parked task's state.
-            let replayed = {
-                // Bytes hyper had read, then any the stream itself decoded and holds (TLS).
-                let (read_buf, held) = (parts.read_buf, io.get_mut().take_buffered());
-                let unread = match (read_buf.is_empty(), held.is_empty()) {
-                    (_, true) => read_buf,
-                    (true, false) => held,
-                    (false, false) => [&read_buf[..], &held[..]].concat().into(),
-                };
-                // Even empty, it may share hyper's read buffer: dropped here if so.
-                !unread.is_empty() && {
-                    io.rewind(unread);
-                    true
+            // Boxed: the lean path holds a request's future while it is answered; a parked
+            // connection's task keeps none of that.
+            let lean = Box::pin(self.serve_lean(&mut io, &service, &activity, &mut waiting));
+            match lean.await {
+                Lean::Close => return,
+                Lean::Park => {}
+                Lean::Hyper => {
+                    // Boxed: a parked connection's task keeps none of hyper's state.
+                    let conn = Box::pin(
+                        self.h1
+                            .serve_connection(TokioIo::new(io), service)
+                            .with_upgrades(),
+                    );
+                    let Some(parts) = self.run_h1(conn, &activity, &state, &mut waiting).await
+                    else {
+                        return;
+                    };
+                    (io, service) = (parts.io.into_inner(), parts.service);
+                    // In a block of its own, so none of these buffers stays in the parked
+                    // task's state.
+                    let replayed = {
+                        // Bytes hyper had read, then any the stream itself decoded and holds
+                        // (TLS).
+                        let (read_buf, held) = (parts.read_buf, io.get_mut().take_buffered());
+                        let unread = match (read_buf.is_empty(), held.is_empty()) {
+                            (_, true) => read_buf,
+                            (true, false) => held,
+                            (false, false) => [&read_buf[..], &held[..]].concat().into(),
+                        };
+                        // Even empty, it may share hyper's read buffer: dropped here if so.
+                        !unread.is_empty() && {
+                            io.rewind(unread);
+                            true
+                        }
+                    };
+                    if replayed {
+                        // Part of a head had arrived: serve it at once, and park no more until
+                        // a whole head is in (hyper's header timer must run on, or a client
+                        // trickling a head could restart it at every park).
+                        state.hold.set(true);
+                        continue;
+                    }
                 }
-            };
-            if replayed {
-                // Part of a head had arrived: serve it at once, and park no more until a whole
-                // head is in (hyper's header timer must run on, or a client trickling a head
-                // could restart it at every park).
-                state.hold.set(true);
-                continue;
             }
             trim::parked();
             let _parked = Parked::now();
@@ -469,6 +533,111 @@ impl Conn {
                 _ = self.shutdown.changed() => return,
                 _ = tokio::time::sleep_until(until) => return,
                 ready = io.get_ref().readable() => if ready.is_err() { return },
+            }
+        }
+    }
+
+    /// Serves plain requests (see [`lean`]) until the connection should park, hand over to
+    /// hyper (the bytes read put back) or close. It keeps the rules [`Conn::run_h1`] keeps
+    /// while waiting for a head: the first-head deadline, the keep-alive time, the idle
+    /// timeout and shutdown, on one ticker.
+    async fn serve_lean<I, S, B>(
+        &self,
+        io: &mut Tracked<I>,
+        service: &Tracking<S>,
+        activity: &Activity,
+        waiting: &mut Waiting,
+    ) -> Lean
+    where
+        I: Park,
+        S: ConnService<B>,
+        B: ResponseBody,
+    {
+        let state = &service.state;
+        // Bytes read and not yet parsed: a pipelined request's, or read while one was served.
+        let mut buf = BytesMut::new();
+        let mut out = BytesMut::new();
+        let mut tick = Ticker::new(Instant::now() + PARK_AFTER, PARK_AFTER);
+        let mut moves = activity.moves();
+        let mut quiet_since = Instant::now();
+        loop {
+            if buf.is_empty() {
+                if buf.capacity() < 1024 {
+                    buf.reserve(4096);
+                }
+                let read = loop {
+                    tokio::select! {
+                        biased;
+                        r = io.read_buf(&mut buf) => break r,
+                        now = tick.tick() => {
+                            if !state.seen() && now >= self.deadline {
+                                return Lean::Close;
+                            }
+                            waiting.look(state, now);
+                            let late = waiting.since.is_some_and(|t| now >= t + self.keep_alive);
+                            if late && state.seen() {
+                                return Lean::Close;
+                            }
+                            if self.shutdown.has_changed().unwrap_or(true) {
+                                let _ = io.shutdown().await;
+                                return Lean::Close;
+                            }
+                            let now_moves = activity.moves();
+                            if now_moves != moves {
+                                moves = now_moves;
+                                quiet_since = now;
+                            } else if self.idle.is_some_and(|idle| now >= quiet_since + idle) {
+                                return Lean::Close;
+                            } else {
+                                return Lean::Park;
+                            }
+                        }
+                    }
+                };
+                if !matches!(read, Ok(1..)) {
+                    return Lean::Close;
+                }
+            }
+            let bytes = buf.split().freeze();
+            let Some((n, plain)) = lean::parse(&bytes) else {
+                io.rewind(bytes);
+                return Lean::Hyper;
+            };
+            // A pipelined request's bytes go back (rare: a copy is fine).
+            buf.extend_from_slice(&bytes[n..]);
+            drop(bytes);
+            let method = plain.req.method().clone();
+            let resp = {
+                let answering = std::pin::pin!(service.call_plain(plain.req));
+                let mut answering = answering;
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = answering.as_mut() => break r,
+                        // The client closing meanwhile abandons the request, as with hyper; bytes
+                        // it sends meanwhile are kept for after the answer.
+                        r = io.read_buf(&mut buf), if buf.len() < LEAN_HOLD => {
+                            if !matches!(r, Ok(1..)) {
+                                return Lean::Close;
+                            }
+                        }
+                    }
+                }
+            };
+            let Ok(resp) = resp else {
+                return Lean::Close;
+            };
+            let close = plain.close || self.shutdown.has_changed().unwrap_or(true);
+            let keep = lean::answer(&method, resp, close, &mut out, io).await;
+            let sent = io.write_all(&out).await.is_ok() && io.flush().await.is_ok();
+            out.clear();
+            match keep {
+                Ok(true) if sent && !close => {}
+                Ok(_) if sent => {
+                    let _ = io.shutdown().await;
+                    return Lean::Close;
+                }
+                _ => return Lean::Close,
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod h1;
 pub mod health;
 pub mod idle;
+mod lean;
 pub mod local;
 pub mod outlier;
 pub mod pool;

@@ -1,0 +1,241 @@
+//! The lean HTTP/1.1 server path: plain requests (HTTP/1.1, no body, no upgrade) are read,
+//! handed to the service and answered here, without hyper's connection machinery; the first
+//! request that is anything else, and its connection from then on, go to hyper.
+
+use std::future::{poll_fn, Future};
+use std::mem::MaybeUninit;
+use std::pin::pin;
+use std::task::Poll;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Most fields a request on this path may have (more go to hyper).
+const MAX_FIELDS: usize = 32;
+
+/// Most bytes of an answer gathered before they are written.
+const OUT_MAX: usize = 64 * 1024;
+
+/// A request head this path serves, parsed.
+pub(super) struct Plain {
+    pub(super) req: Request<()>,
+    /// The client asked to close after the answer.
+    pub(super) close: bool,
+}
+
+/// Parses the plain request head at the start of `buf` (field values share its bytes), and
+/// says how many bytes it took; `None` when `buf` does not start with a whole head, or with one
+/// this path does not serve (hyper then takes the connection, these bytes first).
+pub(super) fn parse(buf: &Bytes) -> Option<(usize, Plain)> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let n = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) | Err(_) => return None,
+    };
+    if req.version != Some(1) {
+        return None;
+    }
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return None,
+    };
+    let path = req.path?;
+    let base = buf.as_ptr() as usize;
+    let slice = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        buf.slice(at..at + s.len())
+    };
+    let Ok(uri) = Uri::from_maybe_shared(slice(path.as_bytes())) else {
+        return None;
+    };
+    let mut close = false;
+    // Room for the fields the balancer adds.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 5);
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if h.value != b"0" {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"te")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if h.value.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_maybe_shared(slice(h.value)),
+        ) else {
+            return None;
+        };
+        headers.append(name, value);
+    }
+    let mut r = Request::new(());
+    *r.method_mut() = method;
+    *r.uri_mut() = uri;
+    *r.version_mut() = Version::HTTP_11;
+    *r.headers_mut() = headers;
+    Some((n, Plain { req: r, close }))
+}
+
+/// Writes `resp`, the answer to a request of `method`, into `out`, and its body as it comes;
+/// whenever the body has nothing ready, or `out` holds [`OUT_MAX`] bytes, what `out` holds is
+/// written to `io` first. With `close`, the answer says the connection closes after it. Returns
+/// whether the connection may carry another request, or an error when it must close (the body
+/// failed, or writing did).
+pub(super) async fn answer<B, W>(
+    method: &Method,
+    resp: Response<B>,
+    close: bool,
+    out: &mut BytesMut,
+    io: &mut W,
+) -> Result<bool, ()>
+where
+    B: Body,
+    W: AsyncWrite + Unpin,
+{
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    let headers = &parts.headers;
+    let no_body = status == 204 || status == 304;
+    let head_only = no_body || *method == Method::HEAD;
+    // One pass over the names (a map lookup hashes; a standard name compares as a number).
+    let (mut te, mut length, mut date, mut keep) = (false, false, false, true);
+    for (name, value) in headers.iter() {
+        if name == header::TRANSFER_ENCODING {
+            te = true;
+        } else if name == header::CONTENT_LENGTH {
+            length = true;
+        } else if name == header::DATE {
+            date = true;
+        } else if name == header::CONNECTION && has_close(value.as_bytes()) {
+            keep = false;
+        }
+    }
+    // Framing: a Transfer-Encoding the service set means chunked here (its Content-Length is
+    // void); else its Content-Length; else the body's exact size; else chunked.
+    let exact = body.size_hint().exact();
+    let chunked = !head_only && (te || (!length && exact.is_none()));
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers.iter() {
+        if name == header::TRANSFER_ENCODING || (te && name == header::CONTENT_LENGTH) {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if close && keep {
+        out.put_slice(b"connection: close\r\n");
+        keep = false;
+    }
+    if chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+    } else if !no_body && !te && !length {
+        if let Some(n) = exact {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa(n, &mut [0u8; 20]));
+            out.put_slice(b"\r\n");
+        }
+    }
+    if !date {
+        out.put_slice(b"date: ");
+        out.put_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    if head_only {
+        return Ok(keep);
+    }
+    let mut body = pin!(body);
+    while !body.is_end_stream() {
+        let mut frame = pin!(body.frame());
+        let next = match poll_fn(|cx| Poll::Ready(frame.as_mut().poll(cx))).await {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                // Nothing ready: what is written so far goes out while the body waits.
+                io.write_all(out).await.map_err(|_| ())?;
+                io.flush().await.map_err(|_| ())?;
+                out.clear();
+                frame.await
+            }
+        };
+        let data = match next {
+            None => break,
+            Some(Err(_)) => return Err(()),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers: not sent on this path
+            },
+        };
+        let n = data.remaining();
+        if chunked && n > 0 {
+            out.put_slice(hex(n, &mut [0u8; 16]));
+            out.put_slice(b"\r\n");
+            out.put(data);
+            out.put_slice(b"\r\n");
+        } else {
+            out.put(data);
+        }
+        if out.len() >= OUT_MAX {
+            io.write_all(out).await.map_err(|_| ())?;
+            out.clear();
+        }
+    }
+    if chunked {
+        out.put_slice(b"0\r\n\r\n");
+    }
+    Ok(keep)
+}
+
+/// True when a Connection field value lists `close`.
+fn has_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
