@@ -186,3 +186,51 @@ fn a_client_that_leaves_abandons_its_request_upstream() {
         "the backend's connection stayed open after the client left"
     );
 }
+
+#[test]
+fn a_long_answer_leaves_the_whole_keep_alive_time_after_it() {
+    // Answers after 1.5 s, longer than the balancer's 1 s keep-alive time.
+    let b = raw_backend(|mut c| {
+        while let Some(head) = read_request_head(&mut c) {
+            if head.starts_with(b"GET /healthcheck") {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let lb = balance(&[b], &["--workers", "1", "--idle-timeout", "1s"]);
+    let mut c = connect(lb.addr());
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (status, _, body) = read_one(&mut c, false);
+    assert_eq!((status, &body[..]), (200, &b"slow"[..]));
+    // Well within the keep-alive time counted from the answer, not from the request.
+    std::thread::sleep(Duration::from_millis(400));
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (status, _, body) = read_one(&mut c, false);
+    assert_eq!((status, &body[..]), (200, &b"slow"[..]));
+}
+
+#[test]
+fn a_large_head_that_trickles_in_arrives_whole() {
+    let s = serve(1, &[]);
+    let lb = balance(&[s.addr()], &["--workers", "1"]);
+    let mut c = connect(lb.addr());
+    let big = "a".repeat(6000);
+    // More than the lean path reads at once, then a pause long enough for the connection to
+    // park with the partial head, then the rest (with a body: hyper's request).
+    c.write_all(format!("POST /echo HTTP/1.1\r\nHost: a\r\nX-Big: {big}").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.write_all(b"\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    let (status, _, body) = read_one(&mut c, false);
+    let echo = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{echo}");
+    assert!(echo.contains(&format!(r#""x-big":"{big}""#)), "{echo}");
+    assert!(echo.contains(r#""body_len":5"#), "{echo}");
+}

@@ -554,14 +554,17 @@ impl Conn {
         B: ResponseBody,
     {
         let state = &service.state;
-        // Bytes read and not yet parsed: a pipelined request's, or read while one was served.
+        // Read into, and split off whole when a head is looked at.
         let mut buf = BytesMut::new();
+        // What followed the last head in what was read (a pipelined request): looked at next,
+        // and while it waits the connection is not read.
+        let mut pending = Bytes::new();
         let mut out = BytesMut::new();
         let mut tick = Ticker::new(Instant::now() + PARK_AFTER, PARK_AFTER);
         let mut moves = activity.moves();
         let mut quiet_since = Instant::now();
         loop {
-            if buf.is_empty() {
+            if pending.is_empty() && buf.is_empty() {
                 if buf.capacity() < 1024 {
                     buf.reserve(4096);
                 }
@@ -569,7 +572,10 @@ impl Conn {
                     tokio::select! {
                         biased;
                         r = io.read_buf(&mut buf) => break r,
-                        now = tick.tick() => {
+                        _ = tick.tick() => {
+                            // The clock, not the tick's own instant: the ticker is not polled
+                            // while a request is answered, and a late tick says when it was due.
+                            let now = Instant::now();
                             if !state.seen() && now >= self.deadline {
                                 return Lean::Close;
                             }
@@ -598,13 +604,18 @@ impl Conn {
                     return Lean::Close;
                 }
             }
-            let bytes = buf.split().freeze();
+            // Only one of the two holds bytes: the connection is read only while nothing is
+            // pending.
+            let bytes = if pending.is_empty() {
+                buf.split().freeze()
+            } else {
+                std::mem::take(&mut pending)
+            };
             let Some((n, plain)) = lean::parse(&bytes) else {
                 io.rewind(bytes);
                 return Lean::Hyper;
             };
-            // A pipelined request's bytes go back (rare: a copy is fine).
-            buf.extend_from_slice(&bytes[n..]);
+            pending = bytes.slice(n..);
             drop(bytes);
             let method = plain.req.method().clone();
             let resp = {
@@ -615,8 +626,10 @@ impl Conn {
                         biased;
                         r = answering.as_mut() => break r,
                         // The client closing meanwhile abandons the request, as with hyper; bytes
-                        // it sends meanwhile are kept for after the answer.
-                        r = io.read_buf(&mut buf), if buf.len() < LEAN_HOLD => {
+                        // it sends meanwhile are kept for after the answer. Not while a pipelined
+                        // request waits: it is answered first, and a client may send its requests
+                        // and then close its side.
+                        r = io.read_buf(&mut buf), if pending.is_empty() && buf.len() < LEAN_HOLD => {
                             if !matches!(r, Ok(1..)) {
                                 return Lean::Close;
                             }

@@ -98,9 +98,13 @@ impl<I> Tracked<I> {
         }
     }
 
-    /// Makes `bytes` the next ones read.
+    /// Makes `bytes` the next ones read, ahead of any put back before and not read yet.
     pub fn rewind(&mut self, bytes: Bytes) {
-        self.prefix = bytes;
+        self.prefix = if self.prefix.is_empty() {
+            bytes
+        } else {
+            [&bytes[..], &self.prefix[..]].concat().into()
+        };
     }
 
     /// The wrapped stream.

@@ -116,12 +116,20 @@ where
     let no_body = status == 204 || status == 304;
     let head_only = no_body || *method == Method::HEAD;
     // One pass over the names (a map lookup hashes; a standard name compares as a number).
-    let (mut te, mut length, mut date, mut keep) = (false, false, false, true);
+    let (mut te, mut length, mut date, mut keep) = (false, None, false, true);
     for (name, value) in headers.iter() {
         if name == header::TRANSFER_ENCODING {
             te = true;
         } else if name == header::CONTENT_LENGTH {
-            length = true;
+            // Unreadable or conflicting: the body cannot be framed by it, so it closes.
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            length = match (length, n) {
+                (None, Some(n)) => Some(n),
+                (Some(l), Some(n)) if l == n => Some(n),
+                _ => return Err(()),
+            };
         } else if name == header::DATE {
             date = true;
         } else if name == header::CONNECTION && has_close(value.as_bytes()) {
@@ -131,7 +139,7 @@ where
     // Framing: a Transfer-Encoding the service set means chunked here (its Content-Length is
     // void); else its Content-Length; else the body's exact size; else chunked.
     let exact = body.size_hint().exact();
-    let chunked = !head_only && (te || (!length && exact.is_none()));
+    let chunked = !head_only && (te || (length.is_none() && exact.is_none()));
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -152,8 +160,10 @@ where
     }
     if chunked {
         out.put_slice(b"transfer-encoding: chunked\r\n");
-    } else if !no_body && !te && !length {
-        if let Some(n) = exact {
+    } else if !no_body && !te && length.is_none() {
+        // For HEAD only a size the service gave a body for (as hyper does): an empty body
+        // says nothing of the resource's.
+        if let Some(n) = exact.filter(|&n| n > 0 || *method != Method::HEAD) {
             out.put_slice(b"content-length: ");
             out.put_slice(itoa(n, &mut [0u8; 20]));
             out.put_slice(b"\r\n");
@@ -168,6 +178,11 @@ where
     if head_only {
         return Ok(keep);
     }
+    // Bytes the declared Content-Length still allows: a body that runs past it is cut there
+    // and one that ends short fails the connection, so the client's framing holds (as hyper's
+    // encoder does).
+    let mut allowed = if chunked { None } else { length.or(exact) };
+    let mut cut = false;
     let mut body = pin!(body);
     while !body.is_end_stream() {
         let mut frame = pin!(body.frame());
@@ -181,7 +196,7 @@ where
                 frame.await
             }
         };
-        let data = match next {
+        let mut data = match next {
             None => break,
             Some(Err(_)) => return Err(()),
             Some(Ok(f)) => match f.into_data() {
@@ -189,14 +204,25 @@ where
                 Err(_) => continue, // trailers: not sent on this path
             },
         };
-        let n = data.remaining();
+        let mut n = data.remaining();
+        if let Some(left) = allowed.as_mut() {
+            if n as u64 > *left {
+                n = *left as usize;
+                cut = true;
+            }
+            *left -= n as u64;
+        }
         if chunked && n > 0 {
             out.put_slice(hex(n, &mut [0u8; 16]));
             out.put_slice(b"\r\n");
             out.put(data);
             out.put_slice(b"\r\n");
         } else {
-            out.put(data);
+            out.put((&mut data).take(n));
+        }
+        if cut {
+            keep = false; // cut at the declared length: what follows cannot be framed
+            break;
         }
         if out.len() >= OUT_MAX {
             io.write_all(out).await.map_err(|_| ())?;
@@ -205,6 +231,9 @@ where
     }
     if chunked {
         out.put_slice(b"0\r\n\r\n");
+    }
+    if allowed.is_some_and(|left| left > 0) {
+        return Err(()); // the body ended short of its length
     }
     Ok(keep)
 }
@@ -237,5 +266,68 @@ fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
         if n == 0 {
             return &buf[i..];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    /// What `answer` writes for `resp` to a request of `method`, and what it returns.
+    async fn written(method: Method, resp: Response<Full<Bytes>>) -> (String, Result<bool, ()>) {
+        let (mut out, mut io) = (BytesMut::new(), Vec::new());
+        let r = answer(&method, resp, false, &mut out, &mut io).await;
+        io.extend_from_slice(&out);
+        (String::from_utf8(io).unwrap(), r)
+    }
+
+    fn with_length(length: &'static str, body: &'static str) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+        r.headers_mut()
+            .insert(header::DATE, HeaderValue::from_static("x"));
+        r
+    }
+
+    #[tokio::test]
+    async fn a_body_is_held_to_its_declared_length() {
+        let (text, r) = written(Method::GET, with_length("5", "hello")).await;
+        assert_eq!(r, Ok(true));
+        assert!(
+            text.ends_with("content-length: 5\r\ndate: x\r\n\r\nhello"),
+            "{text}"
+        );
+        // Longer than declared: cut, and the connection goes.
+        let (text, r) = written(Method::GET, with_length("3", "hello")).await;
+        assert_eq!(r, Ok(false));
+        assert!(text.ends_with("\r\n\r\nhel"), "{text}");
+        // Shorter: the connection fails.
+        let (_, r) = written(Method::GET, with_length("9", "hello")).await;
+        assert_eq!(r, Err(()));
+        let (_, r) = written(Method::GET, with_length("nine", "hello")).await;
+        assert_eq!(r, Err(()));
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_gets_no_length_for_an_empty_body() {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        resp.headers_mut()
+            .insert(header::DATE, HeaderValue::from_static("x"));
+        let (text, r) = written(Method::HEAD, resp).await;
+        assert_eq!(r, Ok(true));
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ndate: x\r\n\r\n");
+        let (text, _) = written(Method::HEAD, with_length("5", "")).await;
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        // A body given to a HEAD request is not sent, but its size is.
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"hello")));
+        resp.headers_mut()
+            .insert(header::DATE, HeaderValue::from_static("x"));
+        let (text, _) = written(Method::HEAD, resp).await;
+        assert!(
+            text.ends_with("date: x\r\ncontent-length: 5\r\n\r\n"),
+            "{text}"
+        );
     }
 }
