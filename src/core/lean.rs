@@ -1,6 +1,7 @@
-//! The lean HTTP/1.1 server path: plain requests (HTTP/1.1, no body, no upgrade) are read,
-//! handed to the service and answered here, without hyper's connection machinery; the first
-//! request that is anything else, and its connection from then on, go to hyper.
+//! The lean HTTP/1.1 server path: plain requests (HTTP/1.1, GET or HEAD, no body, no upgrade)
+//! are read, handed to the service and answered here, without hyper's connection machinery.
+//! The first request that is anything else goes to hyper with its connection, which comes
+//! back here once hyper has let it park.
 
 use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
