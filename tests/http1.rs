@@ -11,64 +11,47 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// One response read off `s`: status, fields (names lowercased) and body, framed by its
-/// Content-Length or chunked coding (none for a HEAD request's).
-fn read_one(s: &mut TcpStream, head_request: bool) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut head = Vec::new();
+/// One response read off `s`, exactly its bytes (framed by its Content-Length or chunked
+/// coding; none after the head for a HEAD request's), parsed by `parse_response`.
+fn read_one(s: &mut TcpStream, head_request: bool) -> Resp {
+    let mut raw = Vec::new();
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).expect("read a head"),
-            1,
-            "closed mid-head: {head:?}"
-        );
-        head.push(byte[0]);
+    // Up to the end of the next line, or of the head.
+    let mut line = |raw: &mut Vec<u8>, s: &mut TcpStream| {
+        let start = raw.len();
+        while raw.len() < start + 2 || !raw.ends_with(b"\r\n") {
+            assert_eq!(s.read(&mut byte).expect("read"), 1, "closed early: {raw:?}");
+            raw.push(byte[0]);
+        }
+    };
+    while !raw.ends_with(b"\r\n\r\n") {
+        line(&mut raw, s);
     }
-    let text = String::from_utf8(head).unwrap();
-    let mut lines = text.trim_end().split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let fields: Vec<(String, String)> = lines
-        .map(|l| l.split_once(':').unwrap())
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let field = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let mut body = Vec::new();
+    let head = parse_response(&raw, true).expect("a response head");
+    let take = |raw: &mut Vec<u8>, s: &mut TcpStream, n: usize| {
+        let at = raw.len();
+        raw.resize(at + n, 0);
+        s.read_exact(&mut raw[at..]).expect("read a body");
+    };
     if head_request {
-    } else if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    } else if head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         loop {
-            let mut line = Vec::new();
-            while !line.ends_with(b"\r\n") {
-                s.read_exact(&mut byte).unwrap();
-                line.push(byte[0]);
-            }
-            let size = std::str::from_utf8(&line).unwrap().trim();
-            let n = usize::from_str_radix(size.split(';').next().unwrap(), 16).unwrap();
-            let mut chunk = vec![0u8; n + 2];
-            s.read_exact(&mut chunk).unwrap();
+            let at = raw.len();
+            line(&mut raw, s);
+            let size = std::str::from_utf8(&raw[at..raw.len() - 2]).unwrap();
+            let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+            take(&mut raw, s, n + 2);
             if n == 0 {
                 break;
             }
-            body.extend_from_slice(&chunk[..n]);
         }
-    } else if let Some(n) = field("content-length") {
-        body = vec![0u8; n.parse().unwrap()];
-        s.read_exact(&mut body).unwrap();
+    } else if let Some(n) = head.header("content-length") {
+        take(&mut raw, s, n.parse().unwrap());
     }
-    (status, fields, body)
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    parse_response(&raw, head_request).expect("a whole response")
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -91,24 +74,24 @@ fn plain_and_other_requests_take_turns_on_one_connection() {
           GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
-    let (status, fields, body) = read_one(&mut c, false);
-    assert_eq!(status, 200);
-    assert_eq!(String::from_utf8_lossy(&body), "Hello from server 1");
-    assert!(field(&fields, "x-request-id").is_some(), "{fields:?}");
-    assert!(field(&fields, "date").is_some(), "{fields:?}");
-    let (status, _, body) = read_one(&mut c, false);
-    assert_eq!(status, 200);
-    let echo = String::from_utf8_lossy(&body);
+    let r = read_one(&mut c, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello from server 1");
+    assert!(r.header("x-request-id").is_some(), "{r:?}");
+    assert!(r.header("date").is_some(), "{r:?}");
+    let r = read_one(&mut c, false);
+    assert_eq!(r.status, 200);
+    let echo = r.text();
     assert!(echo.contains(r#""method":"POST""#), "{echo}");
     assert!(echo.contains(r#""body_len":5"#), "{echo}");
-    let (status, fields, body) = read_one(&mut c, true);
-    assert_eq!(status, 200);
-    assert!(body.is_empty());
-    assert_eq!(field(&fields, "content-length"), Some("19"), "{fields:?}");
-    let (status, fields, body) = read_one(&mut c, false);
-    assert_eq!(status, 200);
-    assert_eq!(String::from_utf8_lossy(&body), "Hello from server 1");
-    assert_eq!(field(&fields, "connection"), Some("close"), "{fields:?}");
+    let r = read_one(&mut c, true);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("content-length"), Some("19"), "{r:?}");
+    let r = read_one(&mut c, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello from server 1");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).expect("closed after the answer");
     assert!(rest.is_empty(), "{rest:?}");
@@ -132,10 +115,10 @@ fn answers_without_a_length_are_framed_and_the_connection_goes_on() {
         let mut c = connect(lb.addr());
         for round in 0..2 {
             c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-            let (status, fields, body) = read_one(&mut c, false);
-            assert_eq!(status, 200, "round {round}: {fields:?}");
-            assert_eq!(String::from_utf8_lossy(&body), want, "round {round}");
-            assert_eq!(field(&fields, "connection"), None, "{fields:?}");
+            let r = read_one(&mut c, false);
+            assert_eq!(r.status, 200, "round {round}: {r:?}");
+            assert_eq!(r.text(), want, "round {round}");
+            assert_eq!(r.header("connection"), None, "{r:?}");
         }
     }
 }
@@ -145,14 +128,14 @@ fn the_balancers_own_answers_have_a_date_and_a_length() {
     let lb = balance_to(&format!("127.0.0.1:{}", closed_port()), &["--workers", "1"]);
     let mut c = connect(lb.addr());
     c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let (status, fields, body) = read_one(&mut c, false);
-    assert!(status == 502 || status == 503, "{status} {fields:?}");
-    assert!(field(&fields, "date").is_some(), "{fields:?}");
+    let r = read_one(&mut c, false);
+    assert!(r.status == 502 || r.status == 503, "{r:?}");
+    assert!(r.header("date").is_some(), "{r:?}");
     assert_eq!(
-        field(&fields, "content-length"),
-        Some(body.len().to_string().as_str())
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
     );
-    assert!(!body.is_empty());
+    assert!(!r.body.is_empty());
 }
 
 /// Set when the slow backend saw its request's connection closed before it answered.
@@ -207,13 +190,13 @@ fn a_long_answer_leaves_the_whole_keep_alive_time_after_it() {
     let lb = balance(&[b], &["--workers", "1", "--idle-timeout", "1s"]);
     let mut c = connect(lb.addr());
     c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let (status, _, body) = read_one(&mut c, false);
-    assert_eq!((status, &body[..]), (200, &b"slow"[..]));
+    let r = read_one(&mut c, false);
+    assert_eq!((r.status, &r.body[..]), (200, &b"slow"[..]));
     // Well within the keep-alive time counted from the answer, not from the request.
     std::thread::sleep(Duration::from_millis(400));
     c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    let (status, _, body) = read_one(&mut c, false);
-    assert_eq!((status, &body[..]), (200, &b"slow"[..]));
+    let r = read_one(&mut c, false);
+    assert_eq!((r.status, &r.body[..]), (200, &b"slow"[..]));
 }
 
 #[test]
@@ -228,9 +211,9 @@ fn a_large_head_that_trickles_in_arrives_whole() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     c.write_all(b"\r\nContent-Length: 5\r\n\r\nhello").unwrap();
-    let (status, _, body) = read_one(&mut c, false);
-    let echo = String::from_utf8_lossy(&body);
-    assert_eq!(status, 200, "{echo}");
+    let r = read_one(&mut c, false);
+    let echo = r.text();
+    assert_eq!(r.status, 200, "{echo}");
     assert!(echo.contains(&format!(r#""x-big":"{big}""#)), "{echo}");
     assert!(echo.contains(r#""body_len":5"#), "{echo}");
 }

@@ -117,6 +117,65 @@ impl Waiting {
     }
 }
 
+/// What a connection's ticker finds at a tick, for hyper's connections and the lean path alike.
+enum Found {
+    /// No whole head came within the keep-alive time: close.
+    Late,
+    /// Shutdown began, or the connection moved no byte for the idle timeout: close gracefully.
+    Leave,
+    /// Bytes moved since the last look.
+    Moved,
+    /// None did.
+    Quiet,
+}
+
+/// Whether, and since when, a connection has moved bytes, as seen at its ticks.
+struct Looks {
+    moves: u64,
+    quiet_since: Instant,
+}
+
+impl Looks {
+    fn new(activity: &Activity) -> Looks {
+        Looks {
+            moves: activity.moves(),
+            quiet_since: Instant::now(),
+        }
+    }
+
+    /// Looks at the connection at `now`: its bytes, its wait for a head (the first head has
+    /// its own deadline), the shutdown signal and the idle timeout.
+    fn look(
+        &mut self,
+        conn: &Conn,
+        activity: &Activity,
+        state: &ConnState,
+        waiting: &mut Waiting,
+        now: Instant,
+    ) -> Found {
+        let moves = activity.moves();
+        let moved = moves != self.moves;
+        self.moves = moves;
+        if moved {
+            self.quiet_since = now;
+        }
+        waiting.look(state, now);
+        if state.seen() && waiting.since.is_some_and(|t| now >= t + conn.keep_alive) {
+            return Found::Late;
+        }
+        if conn.shutdown.has_changed().unwrap_or(true)
+            || conn.idle.is_some_and(|idle| now >= self.quiet_since + idle)
+        {
+            return Found::Leave;
+        }
+        if moved {
+            Found::Moved
+        } else {
+            Found::Quiet
+        }
+    }
+}
+
 /// Wraps a connection's service to follow its requests: the first head's arrival, and whether
 /// an answer is still being written.
 pub(super) struct Tracking<S> {
@@ -561,8 +620,7 @@ impl Conn {
         let mut pending = Bytes::new();
         let mut out = BytesMut::new();
         let mut tick = Ticker::new(Instant::now() + PARK_AFTER, PARK_AFTER);
-        let mut moves = activity.moves();
-        let mut quiet_since = Instant::now();
+        let mut looks = Looks::new(activity);
         loop {
             if pending.is_empty() && buf.is_empty() {
                 if buf.capacity() < 1024 {
@@ -579,23 +637,14 @@ impl Conn {
                             if !state.seen() && now >= self.deadline {
                                 return Lean::Close;
                             }
-                            waiting.look(state, now);
-                            let late = waiting.since.is_some_and(|t| now >= t + self.keep_alive);
-                            if late && state.seen() {
-                                return Lean::Close;
-                            }
-                            if self.shutdown.has_changed().unwrap_or(true) {
-                                let _ = io.shutdown().await;
-                                return Lean::Close;
-                            }
-                            let now_moves = activity.moves();
-                            if now_moves != moves {
-                                moves = now_moves;
-                                quiet_since = now;
-                            } else if self.idle.is_some_and(|idle| now >= quiet_since + idle) {
-                                return Lean::Close;
-                            } else {
-                                return Lean::Park;
+                            match looks.look(self, activity, state, waiting, now) {
+                                Found::Late => return Lean::Close,
+                                Found::Leave => {
+                                    let _ = io.shutdown().await;
+                                    return Lean::Close;
+                                }
+                                Found::Quiet => return Lean::Park,
+                                Found::Moved => {}
                             }
                         }
                     }
@@ -619,8 +668,7 @@ impl Conn {
             drop(bytes);
             let method = plain.req.method().clone();
             let resp = {
-                let answering = std::pin::pin!(service.call_plain(plain.req));
-                let mut answering = answering;
+                let mut answering = std::pin::pin!(service.call_plain(plain.req));
                 loop {
                     tokio::select! {
                         biased;
@@ -676,11 +724,9 @@ impl Conn {
         let mut first_head = !state.seen();
         // Polled at every poll of this task: a `Ticker` costs a flag check between ticks.
         let mut tick = Ticker::new(Instant::now() + PARK_AFTER, PARK_AFTER);
-        let mut moves = activity.moves();
-        let mut quiet_since = Instant::now();
         // Shutdown is looked for at each tick, not waited for: a channel's `changed()` takes
         // a lock each time it is polled, and this task is polled twice per request.
-        let shutdown = &self.shutdown;
+        let mut looks = Looks::new(activity);
         let first_deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(first_deadline);
         loop {
@@ -697,28 +743,17 @@ impl Conn {
                     // Once a head has come the first-head deadline has nothing left to do:
                     // stop polling its timer at every poll of this task.
                     first_head &= !state.seen();
-                    let now_moves = activity.moves();
-                    let moved = now_moves != moves;
-                    moves = now_moves;
-                    if moved {
-                        quiet_since = now;
-                    }
-                    waiting.look(state, now);
-                    // (The first head has its own deadline.)
-                    let late = waiting.since.is_some_and(|t| now >= t + self.keep_alive);
-                    if late && state.seen() {
-                        return None; // no whole head in time: close
-                    }
-                    if closing {
-                        continue;
-                    }
-                    if shutdown.has_changed().unwrap_or(true)
-                        || self.idle.is_some_and(|idle| now >= quiet_since + idle)
-                    {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    } else if !moved && state.settled() && activity.quiet() {
-                        return Pin::into_inner(conn).into_parts();
+                    match looks.look(self, activity, state, waiting, now) {
+                        Found::Late => return None, // no whole head in time: close
+                        _ if closing => {}
+                        Found::Leave => {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        Found::Quiet if state.settled() && activity.quiet() => {
+                            return Pin::into_inner(conn).into_parts();
+                        }
+                        Found::Quiet | Found::Moved => {}
                     }
                 }
             }

@@ -15,6 +15,8 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::h1;
+
 /// Most fields a request on this path may have (more go to hyper).
 const MAX_FIELDS: usize = 32;
 
@@ -123,9 +125,7 @@ where
             te = true;
         } else if name == header::CONTENT_LENGTH {
             // Unreadable or conflicting: the body cannot be framed by it, so it closes.
-            let n = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let n = h1::content_length(value.as_bytes()).ok();
             length = match (length, n) {
                 (None, Some(n)) => Some(n),
                 (Some(l), Some(n)) if l == n => Some(n),
@@ -241,9 +241,7 @@ where
 
 /// True when a Connection field value lists `close`.
 fn has_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    h1::tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"))
 }
 
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
