@@ -312,6 +312,8 @@ struct Answer0 {
     headers: HeaderMap,
     /// The connection may carry another request after this response.
     reusable: bool,
+    /// The body, when it has a length and came whole with the head (not yet consumed).
+    whole: Option<Bytes>,
 }
 
 /// Parses a response head at the start of `bytes`: `None` while incomplete; `Some((n, None))`
@@ -339,9 +341,6 @@ fn parse_head(
         }
         return Ok(Some((n, None)));
     }
-    // One copy of the head that every field value shares, not an allocation per value.
-    let shared = Bytes::copy_from_slice(&bytes[..n]);
-    let base = bytes.as_ptr() as usize;
     let mut facts = HeadFacts::new(resp.version);
     let mut fields = [Field::Other; MAX_HEADERS];
     for (h, field) in resp.headers.iter().zip(fields.iter_mut()) {
@@ -349,6 +348,15 @@ fn parse_head(
             .field(h.name.as_bytes(), h.value)
             .map_err(|e| format!("malformed response head: {e}"))?;
     }
+    let framing = facts.framing(*method == Method::HEAD, code);
+    // One copy of the head that every field value shares, not an allocation per value; a
+    // body of known length that came whole with the head is in the same copy.
+    let whole = match framing {
+        h1::Framing::Length(len) if len <= (bytes.len() - n) as u64 => Some(len as usize),
+        _ => None,
+    };
+    let shared = Bytes::copy_from_slice(&bytes[..n + whole.unwrap_or(0)]);
+    let base = bytes.as_ptr() as usize;
     // Sized for the fields kept and the x-request-id the balancer adds, and no more: a map
     // one field too large for its table doubles it, and a table of 12 or more entries is
     // over 1 KiB, which glibc serves from its slow bins, not the per-thread cache.
@@ -385,7 +393,6 @@ fn parse_head(
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
         headers.remove(header::CONTENT_LENGTH);
     }
-    let framing = facts.framing(*method == Method::HEAD, code);
     let reusable = facts.reusable(framing);
     let framing = match framing {
         h1::Framing::Length(n) => Framing::Length(n),
@@ -396,6 +403,7 @@ fn parse_head(
         status,
         headers,
         reusable,
+        whole: whole.map(|len| shared.slice(n..n + len)),
     };
     Ok(Some((n, Some((head, framing)))))
 }
@@ -514,20 +522,18 @@ fn finish(
         status,
         headers,
         reusable,
+        whole,
     } = head;
     let sent_at = conn.sent_at;
-    let have = conn.end - conn.start;
-    let body = match framing {
-        Framing::Length(n) if n <= have as u64 => {
-            let n = n as usize;
-            let body = Bytes::copy_from_slice(&conn.buffered()[..n]);
-            conn.consume(n);
+    let body = match whole {
+        Some(body) => {
+            conn.consume(body.len());
             if reusable && conn.start == conn.end {
                 pool.put_plain(id, conn);
             }
             AnswerBody::Complete(body)
         }
-        _ => AnswerBody::Streaming(Reader {
+        None => AnswerBody::Streaming(Reader {
             conn: Some(conn),
             framing,
             reusable,
