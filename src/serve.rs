@@ -19,7 +19,7 @@ use hyper::body::Frame;
 use hyper::service::service_fn;
 
 use crate::cli::ServeArgs;
-use crate::core::server::{self, accept_loop, ConnOptions, RequestBody, Workers};
+use crate::core::server::{self, accept_loop, ConnOptions, RequestBody, WithLines, Workers};
 
 /// One demo server's identity and switches, shared by every worker.
 struct ServerState {
@@ -158,6 +158,8 @@ type Frames =
 
 /// What `lbx serve` answers with: a whole body, or `/trailers`' frames.
 type ServeBody = Either<Full<Bytes>, Frames>;
+
+impl WithLines for ServeBody {}
 
 /// Answers one request that came on the `conn`th connection of this server.
 async fn handle(

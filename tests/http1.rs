@@ -217,3 +217,72 @@ fn a_large_head_that_trickles_in_arrives_whole() {
     assert!(echo.contains(&format!(r#""x-big":"{big}""#)), "{echo}");
     assert!(echo.contains(r#""body_len":5"#), "{echo}");
 }
+
+/// The fields of `answer` as a client of the balancer gets them over the lean path: names as
+/// sent, in order.
+fn fields_through_balancer(answer: &'static [u8]) -> Resp {
+    let lb = balance(&[canned_backend(answer)], &["--workers", "1"]);
+    let mut c = connect(lb.addr());
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    read_one(&mut c, false)
+}
+
+#[test]
+fn a_backends_fields_arrive_as_written_without_the_hop_by_hop_ones() {
+    let r = fields_through_balancer(
+        b"HTTP/1.1 200 OK\r\nServer: Test\r\nKeep-Alive: timeout=5\r\nX-Mixed-Case:  Yes \r\n\
+          Connection: keep-alive\r\nContent-Length: 2\r\nProxy-Connection: x\r\n\
+          Date: Sun, 06 Dec 2026 00:00:00 GMT\r\nTE: trailers\r\n\r\nok",
+    );
+    assert_eq!(r.text(), "ok");
+    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["Server", "X-Mixed-Case", "Content-Length", "Date"] {
+        assert_eq!(
+            names.iter().filter(|n| **n == want).count(),
+            1,
+            "{want}: {r:?}"
+        );
+    }
+    assert_eq!(r.header("x-mixed-case"), Some("Yes"), "{r:?}");
+    assert_eq!(r.header("date"), Some("Sun, 06 Dec 2026 00:00:00 GMT"));
+    for gone in ["keep-alive", "connection", "proxy-connection", "te"] {
+        assert_eq!(r.header(gone), None, "{gone}: {r:?}");
+    }
+    let ids = names
+        .iter()
+        .filter(|n| n.eq_ignore_ascii_case("x-request-id"));
+    assert_eq!(ids.count(), 1, "{r:?}");
+    assert_eq!(names.len(), 5, "{r:?}");
+}
+
+#[test]
+fn fields_a_map_must_sort_out_still_do() {
+    // The backend's own request id is replaced by the balancer's.
+    let r = fields_through_balancer(
+        b"HTTP/1.1 200 OK\r\nX-Request-Id: the-backends\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let ids: Vec<&str> = (r.headers.iter())
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(ids.len() == 1 && ids[0] != "the-backends", "{r:?}");
+    // Fields that Connection names are hop-by-hop too.
+    let r = fields_through_balancer(
+        b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Open: 2\r\nContent-Length: 2\r\n\r\nok",
+    );
+    assert_eq!(
+        (r.header("x-secret"), r.header("x-open")),
+        (None, Some("2"))
+    );
+    // Content-Length beside Transfer-Encoding is void: the body is reframed.
+    let r = fields_through_balancer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    );
+    assert_eq!(
+        (r.text().as_str(), r.header("content-length")),
+        ("ok", None)
+    );
+    // Lines that end in a bare LF go out with CRLF.
+    let r = fields_through_balancer(b"HTTP/1.1 200 OK\nX-Lf: 1\nContent-Length: 2\n\nok");
+    assert_eq!((r.text().as_str(), r.header("x-lf")), ("ok", Some("1")));
+}

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -33,6 +33,7 @@ use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
 use crate::core::h1::{self, tokens, Chunk, Chunked, Field, HeadFacts};
+use crate::core::server::Lines;
 
 /// Read buffer of a connection; a response head may grow it up to [`MAX_HEAD`].
 const READ_BUF: usize = 8 * 1024;
@@ -86,8 +87,10 @@ pub enum ExchangeError {
 pub struct Answer {
     /// The status (never 1xx: interim responses are skipped).
     pub status: StatusCode,
-    /// End-to-end header fields.
+    /// End-to-end header fields, unless they are in `lines`.
     pub headers: HeaderMap,
+    /// The end-to-end fields as the backend wrote them, when they were asked for that way.
+    pub lines: Option<Lines>,
     /// The body.
     pub body: AnswerBody,
     /// When the request was sent, for latency tracking.
@@ -248,12 +251,16 @@ impl H1Conn {
     }
 
     /// Reads and parses the response head, skipping interim (1xx) ones.
-    async fn read_head(&mut self, method: &Method) -> Result<(Answer0, Framing), Fault> {
+    async fn read_head(
+        &mut self,
+        method: &Method,
+        want_lines: bool,
+    ) -> Result<(Answer0, Framing), Fault> {
         let mut received = false;
         loop {
             if self.start < self.end {
                 received = true;
-                match parse_head(self.buffered(), method).map_err(Fault::Failed)? {
+                match parse_head(self.buffered(), method, want_lines).map_err(Fault::Failed)? {
                     Some((n, None)) => {
                         self.consume(n); // an interim response: the final one may follow
                         continue;
@@ -309,7 +316,9 @@ fn stale_error(e: &io::Error) -> bool {
 /// A final response head, before its body is known.
 struct Answer0 {
     status: StatusCode,
+    /// The fields, unless they are in `lines`.
     headers: HeaderMap,
+    lines: Option<Lines>,
     /// The connection may carry another request after this response.
     reusable: bool,
     /// The body, when it has a length and came whole with the head (not yet consumed).
@@ -317,11 +326,13 @@ struct Answer0 {
 }
 
 /// Parses a response head at the start of `bytes`: `None` while incomplete; `Some((n, None))`
-/// for an interim (1xx) head of `n` bytes; else the head and its body's framing.
+/// for an interim (1xx) head of `n` bytes; else the head and its body's framing. With
+/// `want_lines` the fields come as [`Lines`] when they can (see [`field_lines`]).
 #[allow(clippy::type_complexity)]
 fn parse_head(
     bytes: &[u8],
     method: &Method,
+    want_lines: bool,
 ) -> Result<Option<(usize, Option<(Answer0, Framing)>)>, String> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -349,12 +360,31 @@ fn parse_head(
             .map_err(|e| format!("malformed response head: {e}"))?;
     }
     let framing = facts.framing(*method == Method::HEAD, code);
-    // One copy of the head that every field value shares, not an allocation per value; a
-    // body of known length that came whole with the head is in the same copy.
+    let reusable = facts.reusable(framing);
+    // A body of known length that came whole with the head goes in the head's copy.
     let whole = match framing {
         h1::Framing::Length(len) if len <= (bytes.len() - n) as u64 => Some(len as usize),
         _ => None,
     };
+    let framing = match framing {
+        h1::Framing::Length(n) => Framing::Length(n),
+        h1::Framing::Chunked => Framing::Chunked(Chunked::default()),
+        h1::Framing::UntilClose => Framing::Close,
+    };
+    if want_lines && !facts.names_fields {
+        let fields = &fields[..resp.headers.len()];
+        if let Some((lines, whole)) = field_lines(bytes, n, resp.headers, fields, &facts, whole) {
+            let head = Answer0 {
+                status,
+                headers: HeaderMap::new(),
+                lines: Some(lines),
+                reusable,
+                whole,
+            };
+            return Ok(Some((n, Some((head, framing)))));
+        }
+    }
+    // One copy of the head that every field value shares, not an allocation per value.
     let shared = Bytes::copy_from_slice(&bytes[..n + whole.unwrap_or(0)]);
     let base = bytes.as_ptr() as usize;
     // Sized for the fields kept and the x-request-id the balancer adds, and no more: a map
@@ -393,19 +423,106 @@ fn parse_head(
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
         headers.remove(header::CONTENT_LENGTH);
     }
-    let reusable = facts.reusable(framing);
-    let framing = match framing {
-        h1::Framing::Length(n) => Framing::Length(n),
-        h1::Framing::Chunked => Framing::Chunked(Chunked::default()),
-        h1::Framing::UntilClose => Framing::Close,
-    };
     let head = Answer0 {
         status,
         headers,
+        lines: None,
         reusable,
         whole: whole.map(|len| shared.slice(n..n + len)),
     };
     Ok(Some((n, Some((head, framing)))))
+}
+
+/// The end-to-end fields of a final response head of `n` bytes at the start of `bytes`, as
+/// they were written (hop-by-hop ones, and Content-Length beside Transfer-Encoding, left out),
+/// copied with the body that came whole after the head (`whole` bytes). `None` where a map must
+/// sort the fields out: a line that does not end `value CRLF` (httparse takes a bare LF too)
+/// or an empty value, and an X-Request-Id of the backend's (the balancer's replaces it).
+fn field_lines(
+    bytes: &[u8],
+    n: usize,
+    fields: &[httparse::Header<'_>],
+    kinds: &[Field],
+    facts: &HeadFacts,
+    whole: Option<usize>,
+) -> Option<(Lines, Option<Bytes>)> {
+    let base = bytes.as_ptr() as usize;
+    let mut out = BytesMut::with_capacity(n + whole.unwrap_or(0));
+    let mut date = false;
+    // The run of kept lines not yet copied: they are copied a run at a time.
+    let (mut from, mut to) = (0, 0);
+    for (h, kind) in fields.iter().zip(kinds) {
+        let at = (h.name.as_ptr() as usize).wrapping_sub(base);
+        let value_at = (h.value.as_ptr() as usize).wrapping_sub(base);
+        if h.value.is_empty() || value_at >= n {
+            return None;
+        }
+        let mut end = value_at + h.value.len();
+        while matches!(bytes.get(end), Some(b' ' | b'\t')) {
+            end += 1;
+        }
+        if bytes.get(end..end + 2) != Some(b"\r\n") {
+            return None;
+        }
+        end += 2;
+        let keep = match kind {
+            Field::Hop => false,
+            Field::Length => !facts.transfer_encoded(),
+            Field::Other => match line_kind(h.name.as_bytes()) {
+                Line::Keep => true,
+                Line::Date => {
+                    date = true;
+                    true
+                }
+                Line::Hop => false,
+                Line::RequestId => return None,
+            },
+        };
+        if !keep {
+            continue;
+        }
+        if at != to {
+            out.extend_from_slice(&bytes[from..to]);
+            from = at;
+        }
+        to = end;
+    }
+    out.extend_from_slice(&bytes[from..to]);
+    let fields_len = out.len();
+    let body = whole.map(|len| {
+        out.extend_from_slice(&bytes[n..n + len]);
+        out.split_off(fields_len).freeze()
+    });
+    let lines = Lines {
+        bytes: out.freeze(),
+        length: facts.length().filter(|_| !facts.transfer_encoded()),
+        date,
+    };
+    Some((lines, body))
+}
+
+/// What a field other than Connection, Transfer-Encoding and Content-Length is to [`Lines`].
+enum Line {
+    Keep,
+    Date,
+    /// Hop-by-hop (RFC 9110 §7.6.1): the fixed names of [`is_fixed_hop`].
+    Hop,
+    RequestId,
+}
+
+fn line_kind(name: &[u8]) -> Line {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is(b"te") => Line::Hop,
+        4 if is(b"date") => Line::Date,
+        7 if is(b"upgrade") => Line::Hop,
+        10 if is(b"keep-alive") => Line::Hop,
+        12 if is(b"x-request-id") => Line::RequestId,
+        16 if is(b"proxy-connection") => Line::Hop,
+        18 if is(b"proxy-authenticate") => Line::Hop,
+        19 if is(b"proxy-authorization") => Line::Hop,
+        _ => Line::Keep,
+    }
 }
 
 /// The fields of a whole trailer section (its final empty line included), if it has any.
@@ -444,20 +561,31 @@ fn shared_value(
     }
 }
 
-/// Sends `head` (a request without a body, safe to send twice) to a plain `http://` backend and
-/// reads the response head: on an idle pooled connection if there is one, and again on a new
-/// connection when the pooled one turns out to have been closed before answering.
+/// A request for [`exchange`], and how its answer is wanted.
+pub struct Ask<'a> {
+    /// The request's head: it has no body, and is safe to send twice.
+    pub head: &'a Parts,
+    /// The Host to send when the head has none.
+    pub host: Option<&'a str>,
+    /// The client, for X-Forwarded-*.
+    pub peer: &'a Peer,
+    /// How long the answer's head may take, from the send.
+    pub timeout: Duration,
+    /// The answer's fields as [`Lines`] where they can be.
+    pub lines: bool,
+}
+
+/// Sends a request to a plain `http://` backend and reads the response head: on an idle pooled
+/// connection if there is one, and again on a new connection when the pooled one turns out to
+/// have been closed before answering.
 pub async fn exchange(
     pool: &Rc<ConnPool>,
     dialer: &Dialer,
     backend: &Backend,
-    head: &Parts,
-    host: Option<&str>,
-    peer: &Peer,
-    timeout: Duration,
+    ask: &Ask<'_>,
 ) -> Result<Answer, ExchangeError> {
     if let Some(mut conn) = pool.pop_plain(backend.id) {
-        match round_trip(&mut conn, head, host, peer, timeout).await {
+        match round_trip(&mut conn, ask).await {
             Ok(found) => return Ok(finish(pool, backend.id, conn, found)),
             Err(Fault::Stale) => {} // closed while idle, nothing sent: a new connection
             Err(f) => return Err(f.into()),
@@ -473,7 +601,7 @@ pub async fn exchange(
         }
         Err(e) => return Err(ExchangeError::Connect(e)),
     };
-    match round_trip(&mut conn, head, host, peer, timeout).await {
+    match round_trip(&mut conn, ask).await {
         Ok(found) => Ok(finish(pool, backend.id, conn, found)),
         Err(f) => Err(f.into()),
     }
@@ -496,18 +624,12 @@ impl From<Fault> for ExchangeError {
     }
 }
 
-async fn round_trip(
-    conn: &mut H1Conn,
-    head: &Parts,
-    host: Option<&str>,
-    peer: &Peer,
-    timeout: Duration,
-) -> Result<(Answer0, Framing), Fault> {
+async fn round_trip(conn: &mut H1Conn, ask: &Ask<'_>) -> Result<(Answer0, Framing), Fault> {
     // The response timeout runs from the send, not the dial (as on hyper's path).
     conn.sent_at = Instant::now();
-    conn.timer.as_mut().reset(conn.sent_at + timeout);
-    conn.send(head, host, peer).await?;
-    conn.read_head(&head.method).await
+    conn.timer.as_mut().reset(conn.sent_at + ask.timeout);
+    conn.send(ask.head, ask.host, ask.peer).await?;
+    conn.read_head(&ask.head.method, ask.lines).await
 }
 
 /// The answer: its body whole when it came with the head (the connection back in the pool at
@@ -521,6 +643,7 @@ fn finish(
     let Answer0 {
         status,
         headers,
+        lines,
         reusable,
         whole,
     } = head;
@@ -544,6 +667,7 @@ fn finish(
     Answer {
         status,
         headers,
+        lines,
         body,
         sent_at,
     }
@@ -702,7 +826,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, method: Method) -> (Answer0, Framing) {
-        match parse_head(raw.as_bytes(), &method) {
+        match parse_head(raw.as_bytes(), &method, false) {
             Ok(Some((n, Some(h)))) => {
                 assert_eq!(n, raw.len());
                 h
@@ -730,6 +854,57 @@ mod tests {
             capacity,
             "adding the request id grew the map"
         );
+    }
+
+    fn lines(raw: &str) -> Option<(Lines, Option<Bytes>)> {
+        match parse_head(raw.as_bytes(), &Method::GET, true) {
+            Ok(Some((_, Some((h, _))))) => h.lines.map(|l| (l, h.whole)),
+            _ => panic!("not a final head: {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn field_lines_are_the_end_to_end_lines_as_written() {
+        let raw = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 06 Dec 2026 07:35:38 GMT\r\n\
+                   Content-Type: text/plain\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\
+                   x-server-id: 1\r\n\r\nserver 1\nHTTP/1.1";
+        let (l, body) = lines(raw).expect("lines");
+        assert_eq!(
+            l.bytes,
+            "Server: nginx\r\nDate: Sun, 06 Dec 2026 07:35:38 GMT\r\nContent-Type: text/plain\r\n\
+             Content-Length: 9\r\nx-server-id: 1\r\n"
+        );
+        assert_eq!((l.length, l.date), (Some(9), true));
+        assert_eq!(body.as_deref(), Some(&b"server 1\n"[..]));
+        // Every fixed hop-by-hop name goes, whatever its case; trailing blanks stay.
+        let (l, body) = lines(
+            "HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\nA: 1 \r\nTE: x\r\nUPGRADE: y\r\nProxy-Connection: z\r\n\
+             Proxy-Authenticate: z\r\nProxy-Authorization: z\r\nB:2\r\nTransfer-Encoding: chunked\r\n\
+             Content-Length: 3\r\n\r\n",
+        )
+        .expect("lines");
+        assert_eq!(l.bytes, "A: 1 \r\nB:2\r\n");
+        assert_eq!((l.length, l.date, body), (None, false, None));
+        // A body not yet whole is not copied.
+        let (l, body) = lines("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nserver").expect("lines");
+        assert_eq!(
+            (l.bytes.as_ref(), body),
+            (&b"Content-Length: 9\r\n"[..], None)
+        );
+    }
+
+    #[test]
+    fn a_map_takes_the_fields_lines_cannot_carry() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-Request-ID: b\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 0\n\n",
+            "HTTP/1.1 200 OK\r\nX-A:\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(lines(raw).is_none(), "{raw:?}");
+            let (h, _) = head(raw, Method::GET);
+            assert!(h.headers.contains_key("content-length"), "{raw:?}");
+        }
     }
 
     #[test]
@@ -784,7 +959,8 @@ mod tests {
         let early = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
         let raw = format!("{early}HTTP/1.1 200 OK\r\n");
         let raw = raw.as_bytes();
-        let interim = parse_head(raw, &Method::GET).map(|r| r.map(|(n, h)| (n, h.is_none())));
+        let interim =
+            parse_head(raw, &Method::GET, false).map(|r| r.map(|(n, h)| (n, h.is_none())));
         assert_eq!(interim, Ok(Some((early.len(), true))));
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
@@ -792,10 +968,13 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
         ] {
-            assert!(parse_head(bad.as_bytes(), &Method::GET).is_err(), "{bad}");
+            assert!(
+                parse_head(bad.as_bytes(), &Method::GET, false).is_err(),
+                "{bad}"
+            );
         }
         assert!(matches!(
-            parse_head(b"HTTP/1.1 200 OK\r\nX: ", &Method::GET),
+            parse_head(b"HTTP/1.1 200 OK\r\nX: ", &Method::GET, false),
             Ok(None)
         ));
     }

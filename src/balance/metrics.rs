@@ -18,6 +18,7 @@ use super::access_log::{AccessLog, Entry, X_REQUEST_ID};
 use super::Stats;
 use crate::core::backend::{status_class, Backend, LATENCY_BUCKETS};
 use crate::core::pool::Pool;
+use crate::core::server::{Lines, WithLines};
 
 /// Balancer-wide counters.
 #[derive(Default)]
@@ -104,12 +105,14 @@ impl Arrival {
     }
 
     /// Stamps the response with the request id and wraps its body so the exchange is recorded
-    /// when the body ends (or is dropped).
+    /// when the body ends (or is dropped). `lines`: the response's fields as the backend wrote
+    /// them, which go out with the body (see [`Lines`]).
     pub fn finish<B>(
         self,
         t: Arc<Telemetry>,
         resp: Response<B>,
         served: Option<Served>,
+        lines: Option<Lines>,
     ) -> Response<Metered<B>> {
         let (mut parts, body) = resp.into_parts();
         parts.headers.insert(&X_REQUEST_ID, self.request_id.clone());
@@ -118,6 +121,7 @@ impl Arrival {
             parts,
             Metered {
                 inner: body,
+                lines,
                 bytes: 0,
                 pending: Some(Exchange {
                     tel: t,
@@ -175,6 +179,7 @@ impl Exchange {
 /// that went away is still a request served).
 pub struct Metered<B> {
     inner: B,
+    lines: Option<Lines>,
     bytes: u64,
     pending: Option<Exchange>,
 }
@@ -184,6 +189,12 @@ impl<B> Metered<B> {
         if let Some(x) = self.pending.take() {
             x.record(self.bytes);
         }
+    }
+}
+
+impl<B> WithLines for Metered<B> {
+    fn lines(&self) -> Option<&Lines> {
+        self.lines.as_ref()
     }
 }
 

@@ -32,7 +32,7 @@ use crate::core::backend::Backend;
 use crate::core::client::{classify, refused_stream, to_h2, ConnectError, ErrorKind};
 use crate::core::clock;
 use crate::core::select::Algorithm;
-use crate::core::server::{after_backend_writes, after_ready_tasks, RequestBody};
+use crate::core::server::{after_backend_writes, after_ready_tasks, Lines, RequestBody};
 
 /// What the balancer answers with: the backend's body, or a short local one.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
@@ -321,6 +321,7 @@ pub async fn handle(
     let id = ensure_request_id(&mut parts.headers);
     let arrival = Arrival::new(&w.shared.telemetry, peer.addr, &parts, id);
     let mut served = None;
+    let mut lines = None;
     // Reads first, then requests out to backends, then answers out to clients (see
     // `after_ready_tasks` and `after_backend_writes`).
     after_ready_tasks().await;
@@ -333,24 +334,28 @@ pub async fn handle(
             peer,
             Request::from_parts(parts, body),
             &mut served,
+            &mut lines,
         );
         std::pin::pin!(fut).await
     };
     after_backend_writes().await;
-    Ok(arrival.finish(w.shared.telemetry.clone(), resp, served))
+    Ok(arrival.finish(w.shared.telemetry.clone(), resp, served, lines))
 }
 
 /// Forwards one client request to a backend.
 /// `served` receives the last backend the request reached and the attempts made, whether it
 /// answered or failed (a plain out-parameter: response extensions would allocate a type map
-/// per request).
+/// per request). `lines` receives the response's fields when they are not in its map: only
+/// for a request the lean path read, whose answer it writes (see [`Lines`]).
 pub async fn forward(
     w: Rc<Worker>,
     peer: Rc<Peer>,
     req: Request<RequestBody>,
     served: &mut Option<Served>,
+    lines: &mut Option<Lines>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    let want_lines = body.lean();
     if let Err((status, why)) = super::validate::check(&parts) {
         // What follows a malformed request on the same connection cannot be trusted either.
         let mut r = local(status, why);
@@ -453,15 +458,14 @@ pub async fn forward(
         if let Some(head) = lean.filter(|_| backend.target.scheme == Scheme::Http) {
             let host = needs_host.then_some(backend.target.authority.as_str());
             let in_flight = InFlight::new(backend.clone());
-            let exchange = h1::exchange(
-                &w.conns,
-                &shared.dialer,
-                &backend,
+            let ask = h1::Ask {
                 head,
                 host,
-                &peer,
-                policy.response_timeout,
-            );
+                peer: &peer,
+                timeout: policy.response_timeout,
+                lines: want_lines,
+            };
+            let exchange = h1::exchange(&w.conns, &shared.dialer, &backend, &ask);
             let failure = match exchange.await {
                 Err(ExchangeError::Timeout) => Failure::Timeout,
                 Err(ExchangeError::Connect(e)) => {
@@ -472,9 +476,10 @@ pub async fn forward(
                     tracing::debug!(backend = %backend.target, %why, "request failed");
                     Failure::Reset
                 }
-                Ok(answer) => {
+                Ok(mut answer) => {
                     reached(&backend, &mut attempts, served, true);
                     let sent_at = track_latency.then_some(answer.sent_at);
+                    *lines = answer.lines.take();
                     return Ok(answered(
                         shared, &backend, sent_at, answer, in_flight, &policy,
                     ));

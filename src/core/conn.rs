@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::idle::{Activity, Tracked};
-use super::lean;
+use super::lean::{self, Lines, WithLines};
 use super::server::LocalExec;
 use super::tick::{Gate, Ticker};
 
@@ -62,10 +62,10 @@ impl<S, B> ConnService<B> for S where
 {
 }
 
-/// A response body hyper can write.
-pub trait ResponseBody: Body<Error: Into<BoxError>> + 'static {}
+/// A response body hyper can write (and the lean path, with the fields it may carry).
+pub trait ResponseBody: Body<Error: Into<BoxError>> + WithLines + 'static {}
 
-impl<B> ResponseBody for B where B: Body<Error: Into<BoxError>> + 'static {}
+impl<B> ResponseBody for B where B: Body<Error: Into<BoxError>> + WithLines + 'static {}
 
 /// What the service wrapper knows about a connection's requests.
 #[derive(Default)]
@@ -268,6 +268,12 @@ impl RequestBody {
             unread: None,
         }
     }
+
+    /// The lean path read the request (and writes its answer, with any [`Lines`] its body
+    /// carries).
+    pub fn lean(&self) -> bool {
+        self.inner.is_none()
+    }
 }
 
 impl Body for RequestBody {
@@ -375,6 +381,12 @@ pin_project! {
         #[pin]
         body: B,
         _guard: Option<InFlight>,
+    }
+}
+
+impl<B: WithLines> WithLines for Counted<B> {
+    fn lines(&self) -> Option<&Lines> {
+        self.body.lines()
     }
 }
 

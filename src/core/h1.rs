@@ -90,6 +90,11 @@ impl HeadFacts {
         Ok(Field::Other)
     }
 
+    /// The Content-Length, if there was one.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
     /// True when `Transfer-Encoding` was present: a `Content-Length` beside it is void.
     pub fn transfer_encoded(&self) -> bool {
         self.transfer

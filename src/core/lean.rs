@@ -30,6 +30,31 @@ pub(super) struct Plain {
     pub(super) close: bool,
 }
 
+/// A response's fields as HTTP/1.1 field lines, each ending in CRLF, as a backend wrote them
+/// (its hop-by-hop fields left out): the balancer passes a plain backend's answer on without
+/// taking its fields apart into a map and putting them together again.
+#[derive(Debug)]
+pub struct Lines {
+    /// The field lines.
+    pub bytes: Bytes,
+    /// The value of their Content-Length, if they have one.
+    pub length: Option<u64>,
+    /// They have a Date.
+    pub date: bool,
+}
+
+/// A response body that may come with its response's fields as [`Lines`]: [`answer`] writes
+/// them after the fields of the response's map.
+pub trait WithLines {
+    /// The fields that come with the body, if any.
+    fn lines(&self) -> Option<&Lines> {
+        None
+    }
+}
+
+/// A whole body (the admin API's answers) comes with no lines.
+impl WithLines for http_body_util::Full<Bytes> {}
+
 /// Parses the plain request head at the start of `buf` (field values share its bytes), and
 /// says how many bytes it took; `None` when `buf` does not start with a whole head, or with one
 /// this path does not serve (hyper then takes the connection, these bytes first).
@@ -110,12 +135,13 @@ pub(super) async fn answer<B, W>(
     io: &mut W,
 ) -> Result<bool, ()>
 where
-    B: Body,
+    B: Body + WithLines,
     W: AsyncWrite + Unpin,
 {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     let headers = &parts.headers;
+    let lines = body.lines();
     let no_body = status == 204 || status == 304;
     let head_only = no_body || *method == Method::HEAD;
     // One pass over the names (a map lookup hashes; a standard name compares as a number).
@@ -137,6 +163,15 @@ where
             keep = false;
         }
     }
+    if let Some(l) = lines {
+        date |= l.date;
+        length = match (length, l.length) {
+            (have, None) => have,
+            (None, n) => n,
+            (Some(l), Some(n)) if l == n => Some(n),
+            _ => return Err(()),
+        };
+    }
     // Framing: a Transfer-Encoding the service set means chunked here (its Content-Length is
     // void); else its Content-Length; else the body's exact size; else chunked.
     let exact = body.size_hint().exact();
@@ -154,6 +189,9 @@ where
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
+    }
+    if let Some(l) = lines {
+        out.put_slice(&l.bytes);
     }
     if close && keep {
         out.put_slice(b"connection: close\r\n");

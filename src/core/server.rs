@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub use super::conn::{parked_connections, RequestBody};
 use super::conn::{Conn, ConnService, ResponseBody, Tracking};
+pub use super::lean::{Lines, WithLines};
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
