@@ -256,7 +256,7 @@ fn a_backends_fields_arrive_as_written_without_the_hop_by_hop_ones() {
 }
 
 #[test]
-fn fields_a_map_must_sort_out_still_do() {
+fn the_balancer_replaces_or_leaves_out_what_it_must() {
     // The backend's own request id is replaced by the balancer's.
     let r = fields_through_balancer(
         b"HTTP/1.1 200 OK\r\nX-Request-Id: the-backends\r\nContent-Length: 2\r\n\r\nok",
@@ -266,7 +266,7 @@ fn fields_a_map_must_sort_out_still_do() {
         .map(|(_, v)| v.as_str())
         .collect();
     assert!(ids.len() == 1 && ids[0] != "the-backends", "{r:?}");
-    // Fields that Connection names are hop-by-hop too.
+    // Fields that Connection names are hop-by-hop too (a header map sorts them out).
     let r = fields_through_balancer(
         b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Open: 2\r\nContent-Length: 2\r\n\r\nok",
     );
@@ -282,7 +282,7 @@ fn fields_a_map_must_sort_out_still_do() {
         (r.text().as_str(), r.header("content-length")),
         ("ok", None)
     );
-    // Lines that end in a bare LF go out with CRLF.
+    // Lines that end in a bare LF go out with CRLF (through a map too).
     let r = fields_through_balancer(b"HTTP/1.1 200 OK\nX-Lf: 1\nContent-Length: 2\n\nok");
     assert_eq!((r.text().as_str(), r.header("x-lf")), ("ok", Some("1")));
 }

@@ -395,9 +395,12 @@ fn parse_head(
         .filter(|f| **f != Field::Hop)
         .count();
     let mut headers = HeaderMap::with_capacity(kept + 1);
+    let mut length = false;
     for (h, field) in resp.headers.iter().zip(fields) {
         let bad = || format!("malformed response header {:?}", h.name);
-        if field == Field::Hop {
+        // A second Content-Length has the first's value (`HeadFacts` refuses others) but maybe
+        // not its text ("02"), which some clients refuse.
+        if field == Field::Hop || (field == Field::Length && std::mem::replace(&mut length, true)) {
             continue;
         }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
@@ -435,9 +438,10 @@ fn parse_head(
 
 /// The end-to-end fields of a final response head of `n` bytes at the start of `bytes`, as
 /// they were written (hop-by-hop ones, and Content-Length beside Transfer-Encoding, left out),
-/// copied with the body that came whole after the head (`whole` bytes). `None` where a map must
-/// sort the fields out: a line that does not end `value CRLF` (httparse takes a bare LF too)
-/// or an empty value, and an X-Request-Id of the backend's (the balancer's replaces it).
+/// copied with the body that came whole after the head (`whole` bytes). A second Content-Length
+/// (of the same value: `HeadFacts` refuses others) and the backend's X-Request-Id (the
+/// balancer's replaces it) are left out too. `None` when a line does not end in CRLF (httparse
+/// takes a bare LF too): a map sorts those fields out.
 fn field_lines(
     bytes: &[u8],
     n: usize,
@@ -448,16 +452,17 @@ fn field_lines(
 ) -> Option<(Lines, Option<Bytes>)> {
     let base = bytes.as_ptr() as usize;
     let mut out = BytesMut::with_capacity(n + whole.unwrap_or(0));
-    let mut date = false;
+    let (mut date, mut length) = (false, false);
     // The run of kept lines not yet copied: they are copied a run at a time.
     let (mut from, mut to) = (0, 0);
     for (h, kind) in fields.iter().zip(kinds) {
         let at = (h.name.as_ptr() as usize).wrapping_sub(base);
-        let value_at = (h.value.as_ptr() as usize).wrapping_sub(base);
-        if h.value.is_empty() || value_at >= n {
-            return None;
-        }
-        let mut end = value_at + h.value.len();
+        // The value's end; an empty one's slice says nothing of where it is, but the name
+        // ends at the colon.
+        let mut end = match h.value.is_empty() {
+            true => at + h.name.len() + 1,
+            false => (h.value.as_ptr() as usize).wrapping_sub(base) + h.value.len(),
+        };
         while matches!(bytes.get(end), Some(b' ' | b'\t')) {
             end += 1;
         }
@@ -467,15 +472,14 @@ fn field_lines(
         end += 2;
         let keep = match kind {
             Field::Hop => false,
-            Field::Length => !facts.transfer_encoded(),
+            Field::Length => !facts.transfer_encoded() && !std::mem::replace(&mut length, true),
             Field::Other => match line_kind(h.name.as_bytes()) {
                 Line::Keep => true,
                 Line::Date => {
                     date = true;
                     true
                 }
-                Line::Hop => false,
-                Line::RequestId => return None,
+                Line::Drop => false,
             },
         };
         if !keep {
@@ -505,22 +509,21 @@ fn field_lines(
 enum Line {
     Keep,
     Date,
-    /// Hop-by-hop (RFC 9110 §7.6.1): the fixed names of [`is_fixed_hop`].
-    Hop,
-    RequestId,
+    /// Hop-by-hop (RFC 9110 §7.6.1: the fixed names of [`is_fixed_hop`]), or X-Request-Id.
+    Drop,
 }
 
 fn line_kind(name: &[u8]) -> Line {
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     match name.len() {
-        2 if is(b"te") => Line::Hop,
+        2 if is(b"te") => Line::Drop,
         4 if is(b"date") => Line::Date,
-        7 if is(b"upgrade") => Line::Hop,
-        10 if is(b"keep-alive") => Line::Hop,
-        12 if is(b"x-request-id") => Line::RequestId,
-        16 if is(b"proxy-connection") => Line::Hop,
-        18 if is(b"proxy-authenticate") => Line::Hop,
-        19 if is(b"proxy-authorization") => Line::Hop,
+        7 if is(b"upgrade") => Line::Drop,
+        10 if is(b"keep-alive") => Line::Drop,
+        12 if is(b"x-request-id") => Line::Drop,
+        16 if is(b"proxy-connection") => Line::Drop,
+        18 if is(b"proxy-authenticate") => Line::Drop,
+        19 if is(b"proxy-authorization") => Line::Drop,
         _ => Line::Keep,
     }
 }
@@ -894,16 +897,60 @@ mod tests {
     }
 
     #[test]
-    fn a_map_takes_the_fields_lines_cannot_carry() {
-        for raw in [
-            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nX-Request-ID: b\r\nContent-Length: 0\r\n\r\n",
-            "HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 0\n\n",
-            "HTTP/1.1 200 OK\r\nX-A:\r\nContent-Length: 0\r\n\r\n",
+    fn the_backends_request_id_a_second_length_and_empty_values_as_lines() {
+        let (l, _) = lines(
+            "HTTP/1.1 200 OK\r\nX-Request-ID: b\r\nContent-Length: 0\r\nX-A:\r\nX-B:  \r\n\
+             content-length: 00\r\nX-C: 1\r\n\r\n",
+        )
+        .expect("lines");
+        assert_eq!(l.bytes, "Content-Length: 0\r\nX-A:\r\nX-B:  \r\nX-C: 1\r\n");
+        assert_eq!(l.length, Some(0));
+        // The map path keeps one Content-Length too.
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\ncontent-length: 00\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(h.headers.get_all("content-length").iter().count(), 1);
+    }
+
+    #[test]
+    fn lines_leave_out_what_is_fixed_hop_by_hop_and_nothing_else() {
+        for name in [
+            "TE",
+            "Upgrade",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Trailer",
+            "Date",
+            "Server",
+            "X-Forwarded-For",
+            "Te-X",
         ] {
-            assert!(lines(raw).is_none(), "{raw:?}");
-            let (h, _) = head(raw, Method::GET);
-            assert!(h.headers.contains_key("content-length"), "{raw:?}");
+            let raw = format!("HTTP/1.1 200 OK\r\n{name}: v\r\nContent-Length: 0\r\n\r\n");
+            let (l, _) = lines(&raw).expect("lines");
+            let gone = !l.bytes.starts_with(name.as_bytes());
+            let hop = is_fixed_hop(&HeaderName::from_bytes(name.as_bytes()).unwrap());
+            assert_eq!(gone, hop, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_map_takes_the_fields_lines_cannot_carry() {
+        for (raw, gone) in [
+            (
+                "HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            ("HTTP/1.1 200 OK\nX-A: 1\nX-B: 2\nContent-Length: 0\n\n", false),
+        ] {
+            let Ok(Some((_, Some((h, _))))) = parse_head(raw.as_bytes(), &Method::GET, true) else {
+                panic!("not a final head: {raw:?}");
+            };
+            assert!(h.lines.is_none(), "{raw:?}");
+            assert_eq!(h.headers.contains_key("x-a"), !gone, "{raw:?}");
+            assert!(h.headers.contains_key("x-b") && h.headers.contains_key("content-length"));
         }
     }
 
