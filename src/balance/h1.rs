@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::proxy::{is_fixed_hop, is_forwarded, write_forwarded, Peer};
+use super::proxy::{is_fixed_hop, is_fixed_hop_name, is_forwarded, write_forwarded, Peer};
 use super::upstream::ConnPool;
 use crate::core::backend::Backend;
 use crate::core::client::{ConnectError, Dialer, Stream};
@@ -514,17 +514,12 @@ enum Line {
 }
 
 fn line_kind(name: &[u8]) -> Line {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-    match name.len() {
-        2 if is(b"te") => Line::Drop,
-        4 if is(b"date") => Line::Date,
-        7 if is(b"upgrade") => Line::Drop,
-        10 if is(b"keep-alive") => Line::Drop,
-        12 if is(b"x-request-id") => Line::Drop,
-        16 if is(b"proxy-connection") => Line::Drop,
-        18 if is(b"proxy-authenticate") => Line::Drop,
-        19 if is(b"proxy-authorization") => Line::Drop,
-        _ => Line::Keep,
+    if is_fixed_hop_name(name) || name.eq_ignore_ascii_case(b"x-request-id") {
+        Line::Drop
+    } else if name.eq_ignore_ascii_case(b"date") {
+        Line::Date
+    } else {
+        Line::Keep
     }
 }
 

@@ -84,6 +84,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// The hop-by-hop headers every proxy removes, besides those `Connection` names. `Trailer` is
 /// end-to-end (RFC 9110 §6.6.2) and stays: hyper only sends the trailer fields it declares.
 pub(super) fn is_fixed_hop(n: &HeaderName) -> bool {
+    // Compared as standard names (a number each), not as text: this runs for every field of
+    // every request.
     n == header::TE
         || n == header::TRANSFER_ENCODING
         || n == header::UPGRADE
@@ -91,6 +93,22 @@ pub(super) fn is_fixed_hop(n: &HeaderName) -> bool {
         || n == header::PROXY_AUTHORIZATION
         || n == KEEP_ALIVE
         || n == PROXY_CONNECTION
+}
+
+/// [`is_fixed_hop`] for a name as a backend wrote it, in any case (a test in `balance::h1`
+/// holds the two to the same names).
+pub(super) fn is_fixed_hop_name(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"upgrade"),
+        10 => is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names, and

@@ -151,12 +151,8 @@ where
             te = true;
         } else if name == header::CONTENT_LENGTH {
             // Unreadable or conflicting: the body cannot be framed by it, so it closes.
-            let n = h1::content_length(value.as_bytes()).ok();
-            length = match (length, n) {
-                (None, Some(n)) => Some(n),
-                (Some(l), Some(n)) if l == n => Some(n),
-                _ => return Err(()),
-            };
+            let n = h1::content_length(value.as_bytes()).map_err(|_| ())?;
+            length = agree(length, n)?;
         } else if name == header::DATE {
             date = true;
         } else if name == header::CONNECTION && has_close(value.as_bytes()) {
@@ -165,12 +161,9 @@ where
     }
     if let Some(l) = lines {
         date |= l.date;
-        length = match (length, l.length) {
-            (have, None) => have,
-            (None, n) => n,
-            (Some(l), Some(n)) if l == n => Some(n),
-            _ => return Err(()),
-        };
+        if let Some(n) = l.length {
+            length = agree(length, n)?;
+        }
     }
     // Framing: a Transfer-Encoding the service set means chunked here (its Content-Length is
     // void); else its Content-Length; else the body's exact size; else chunked.
@@ -275,6 +268,14 @@ where
         return Err(()); // the body ended short of its length
     }
     Ok(keep)
+}
+
+/// A Content-Length of `n` beside the one already found, if any: an error unless they agree.
+fn agree(have: Option<u64>, n: u64) -> Result<Option<u64>, ()> {
+    match have {
+        Some(l) if l != n => Err(()),
+        _ => Ok(Some(n)),
+    }
 }
 
 /// True when a Connection field value lists `close`.
